@@ -1,0 +1,79 @@
+"""Forward throughput of the three stems against torchvision's Inception-v3 at 299, in one process.
+
+    python benchmarks/model_throughput.py [--batch 16] [--iters 5] [--width 1.0]
+
+Modes: fp32, fp32 + channels_last, bf16 autocast + channels_last. For each model and mode it prints
+images/s, the ratio to torchvision at 299 in the same mode, and the fraction of the machine's measured
+matmul peak for that dtype (FLOPs per image x images/s / peak): how close the model runs to the bound.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import matmul_peak_flops, time_per_call  # noqa: E402
+
+from lowres import STEMS, build_model  # noqa: E402
+from lowres.models.profile import forward_flops  # noqa: E402
+
+MODES = {
+    "fp32": (torch.float32, False),
+    "fp32+channels_last": (torch.float32, True),
+    "bf16+channels_last": (torch.bfloat16, True),
+}
+
+
+def models(width: float) -> dict[str, tuple[torch.nn.Module, int]]:
+    out: dict[str, tuple[torch.nn.Module, int]] = {
+        "torchvision-299": (torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299)}
+    for stem in sorted(STEMS, reverse=True):
+        out[f"lowres-{stem}"] = (build_model(stem, width=width, aux_logits=False), stem)
+    return out
+
+
+def images_per_second(model: torch.nn.Module, size: int, batch: int, mode: str, iters: int) -> float:
+    dtype, channels_last = MODES[mode]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.eval().to(memory_format=fmt)
+    x = torch.randn(batch, 3, size, size).to(memory_format=fmt)
+    autocast = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+
+    def step() -> None:
+        with torch.inference_mode(), autocast:
+            model(x)
+
+    return batch / time_per_call(step, warmup=2, iters=iters)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--width", type=float, default=1.0)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    peaks = {torch.float32: matmul_peak_flops(torch.float32), torch.bfloat16: matmul_peak_flops(torch.bfloat16)}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, width {args.width}; "
+          f"matmul peak fp32 {peaks[torch.float32] / 1e9:.0f} GFLOP/s, bf16 {peaks[torch.bfloat16] / 1e9:.0f} GFLOP/s")
+    print("| model | mode | GFLOPs/img | images/s | vs torchvision-299 | of matmul peak |")
+    print("|---|---|---|---|---|---|")
+    nets = models(args.width)
+    flops = {name: forward_flops(m, size) for name, (m, size) in nets.items()}
+    for mode in MODES:
+        base = None
+        for name, (model, size) in nets.items():
+            ips = images_per_second(model, size, args.batch, mode, args.iters)
+            base = base or ips
+            peak = peaks[MODES[mode][0]]
+            print(f"| {name} | {mode} | {flops[name] / 1e9:.2f} | {ips:.1f} | {ips / base:.2f} | "
+                  f"{flops[name] * ips / peak:.0%} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Loading ecosystem weights: wrappers, classifier skipping, and clear errors for bad files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from lowres import build_model
+from lowres.models import load_inception_v3_weights
+
+
+def _tv_state(num_classes: int = 1000, aux: bool = True) -> dict[str, torch.Tensor]:
+    return torchvision.models.inception_v3(weights=None, aux_logits=aux, init_weights=False,
+                                           num_classes=num_classes).state_dict()
+
+
+def test_file_with_wrapper_and_ddp_prefix_loads(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in _tv_state().items()}}, path)
+    report = load_inception_v3_weights(build_model(79), path)
+    assert len(report.loaded) == len(_tv_state())
+
+
+def test_timm_style_source_without_aux_head_keeps_aux_initial() -> None:
+    model = build_model(151)
+    report = load_inception_v3_weights(model, _tv_state(aux=False))
+    assert report.kept_initial and all(k.startswith("AuxLogits.") for k in report.kept_initial)
+
+
+def test_other_number_of_classes_needs_skip_classifier() -> None:
+    model = build_model(299, num_classes=81)
+    with pytest.raises(ValueError, match="skip_classifier"):
+        load_inception_v3_weights(model, _tv_state())
+    report = load_inception_v3_weights(model, _tv_state(), skip_classifier=True)
+    assert set(report.skipped_classifier) == {"fc.weight", "fc.bias", "AuxLogits.fc.weight", "AuxLogits.fc.bias"}
+    assert "skipped classifier" in report.summary()
+
+
+def test_truncated_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "truncated.pth"
+    torch.save(_tv_state(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match=r"cannot read weights file .*truncated\.pth"):
+        load_inception_v3_weights(build_model(79), path)
+
+
+def test_non_inception_weights_are_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "resnet.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match="not an Inception-v3 state dict"):
+        load_inception_v3_weights(build_model(79), path)
+
+
+def test_other_width_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="shape of 'Conv2d_1a_3x3.conv.weight'"):
+        load_inception_v3_weights(build_model(79, width=0.5), _tv_state())
+
+
+def test_missing_file_and_non_state_dict(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_inception_v3_weights(build_model(79, width=0.125, min_depth=8), tmp_path / "nope.pth")
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(ValueError, match="expected a state dict"):
+        load_inception_v3_weights(build_model(79, width=0.125, min_depth=8), path)

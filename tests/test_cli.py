@@ -1,0 +1,37 @@
+"""The command line: each command's help, and `lowres info` against the model itself."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from lowres.cli import main
+
+
+def test_help_lists_commands() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0 and "info" in result.output
+
+
+def test_info_json_matches_design() -> None:
+    result = CliRunner().invoke(main, ["info", "--width", "0.25", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["stem"]: r for r in json.loads(result.output)}
+    assert set(rows) == {79, 151, 299}
+    assert [rows[s]["grid_mixed_5b"] for s in (299, 151, 79)] == [35, 35, 36]
+    assert all(rows[s]["grid_mixed_7c"] == 8 for s in rows)
+    assert rows[299]["flops_vs_299"] == 1.0 and rows[79]["gflops"] < rows[151]["gflops"]
+
+
+def test_info_table_and_bad_width() -> None:
+    result = CliRunner().invoke(main, ["info", "--width", "0.25"])
+    assert result.exit_code == 0 and "| 79 | 79x79 | 36 | 17 | 8 |" in result.output
+    bad = CliRunner().invoke(main, ["info", "--width", "-1"])
+    assert bad.exit_code != 0 and "width must be positive" in bad.output
+    assert "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize("args", [["info", "--help"]])
+def test_subcommand_help(args: list[str]) -> None:
+    assert CliRunner().invoke(main, args).exit_code == 0
