@@ -44,5 +44,213 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
         click.echo("| " + " | ".join(str(c) for c in cells) + " |")
 
 
+@main.command()
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder in the coco-mini layout; default: the embedded synthetic set.")
+@click.option("--split", default="train", show_default=True)
+@click.option("--size", type=click.IntRange(min=8), default=79, show_default=True, help="Crop side in pixels.")
+@click.option("--detections", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="COCO results JSON: crop detector boxes, labelled by IoU with the ground truth.")
+@click.option("--annotations", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Instances JSON (instead of --data).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Image folder (instead of --data).")
+@click.option("--background", is_flag=True, help="Detector boxes with IoU < 0.3 become a background class.")
+@click.option("--min-size", type=float, default=1.0, show_default=True, help="Skip boxes with a shorter side.")
+@click.option("--mode", type=click.Choice(["square", "warp"]), default="square", show_default=True)
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+              help="Bad inputs stop the run, or are counted and reported in the summary.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Decoding threads.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for the crop cache and summary_<split>_<size>px.json.")
+def crops(data: str | None, split: str, size: int, detections: str | None, annotations: str | None,
+          images: str | None, background: bool, min_size: float, mode: str, on_error: str, workers: int,
+          out_dir: str) -> None:
+    """Cut the crops of one split into the on-disk cache (decoding each image once) and summarise them."""
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from detection_bridge import synthetic
+    from detection_bridge.boxes import CropGeometry
+    from detection_bridge.errors import BridgeError
+    from detection_bridge.summary import build_crops, format_summary
+
+    if data is None and annotations is None:
+        data = str(synthetic.generate(Path(out_dir) / "synthetic"))
+        click.echo(f"note: no --data given: using the embedded synthetic set generated in {data}", err=True)
+    try:
+        with tqdm(desc=f"crops {split} {size}px", unit="crop", leave=False) as bar:
+            summary = build_crops(data, split, size, out=out_dir, detections=detections, annotations=annotations,
+                                  images=images, background=background, min_size=min_size,
+                                  geometry=CropGeometry(mode=mode), on_error=on_error, workers=workers,
+                                  progress=bar.update)
+    except BridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_summary(summary))
+
+
+@main.command()
+@click.option("--stem", type=click.Choice(["79", "151", "299"]), default=None,
+              help="Stem / input size (overrides the config's model.stem).")
+@click.option("--config", "config_file", default=None,
+              help="YAML file or preset name (smoke, cpu, paper). With --resume, defaults to RUN_DIR/config.yaml.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config value, e.g. --set optim.lr=0.01 (repeatable; YAML scalars).")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="coco-mini-layout folder; without it the generated synthetic set is used.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...], data: str | None, out_dir: str,
+          resume: bool, no_progress: bool) -> None:
+    """Train a stem on crops with the paper's recipe (torchrun-ready); writes config.yaml, metrics.jsonl,
+    last.pt/best.pt and val_metrics.json to --out and prints the final epoch's metrics as JSON."""
+    from pathlib import Path
+
+    from detection_bridge.errors import BridgeError
+
+    from .config import ConfigError, load_config
+    from .training.checkpoint import CheckpointError
+    from .training.run import train as run_training
+
+    if config_file is None and resume and (Path(out_dir) / "config.yaml").is_file():
+        config_file = str(Path(out_dir) / "config.yaml")
+    try:
+        cfg = load_config(config_file, overrides, stem=int(stem) if stem else None, data=data)
+        summary = run_training(cfg, out_dir, resume=resume, progress=not no_progress, log=lambda m: click.echo(m, err=True))
+    except (ConfigError, CheckpointError, BridgeError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if summary.get("rank", 0) == 0:  # under torchrun only rank 0 reports
+        click.echo(json.dumps({k: summary[k] for k in ("out_dir", "epochs", "best_top1", "final", "wall_seconds")},
+                              indent=2))
+
+
+@main.command("eval")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="coco-mini-layout folder (default: the checkpoint's training data).")
+@click.option("--split", default="val", show_default=True)
+@click.option("--boxes", type=click.Choice(["gt", "detections", "both"]), default="gt", show_default=True,
+              help="Ground-truth boxes, the detector's boxes labelled by IoU (background if trained with it), or both.")
+@click.option("--detections-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="COCO results JSON (default: DATA/detections/*_SPLIT.json).")
+@click.option("--no-ema", is_flag=True, help="Evaluate the raw weights instead of their moving average.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, help="metrics.json to write.")
+def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detections_file: str | None, no_ema: bool,
+             batch_size: int | None, device: str, out_file: str) -> None:
+    """Top-1/top-5, balanced accuracy, per size bucket, per class, confusion matrix, bootstrap CI of a checkpoint."""
+    from detection_bridge.errors import BridgeError
+
+    from .training.checkpoint import CheckpointError
+    from .training.evaluate import evaluate_checkpoint
+
+    try:
+        m = evaluate_checkpoint(checkpoint, data=data, split=split, boxes=boxes, detections_file=detections_file,
+                                use_ema=not no_ema, batch_size=batch_size, device=device, out=out_file,
+                                log=lambda msg: click.echo(msg, err=True))
+    except (CheckpointError, BridgeError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None or value != value else f"{value:.4f}"
+
+    lo, hi = m["top1_ci"]
+    click.echo(f"{split} ({m['boxes']} boxes, {m['count']} crops, {m['weights']} weights): top-1 {fmt(m['top1'])} "
+               f"[{fmt(lo)}, {fmt(hi)}], top-5 {fmt(m['top5'])}, balanced {fmt(m['balanced_accuracy'])} -> {out_file}")
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="A `lowres train` checkpoint (its EMA weights unless --no-ema).")
+@click.option("--detections", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="COCO results JSON from any detector: image_id, category_id, bbox [x,y,w,h], score.")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="coco-mini-layout folder (annotations/instances_SPLIT.json, images/SPLIT/).")
+@click.option("--split", default="val", show_default=True)
+@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Image folder; without --annotations, files are found by id (000000000139.jpg -> 139).")
+@click.option("--annotations", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="COCO instances JSON for --images: finds files and enables AP before/after.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True,
+              help="Rescored COCO results JSON (with --fusion all: OUT's stem + .RULE.json per rule).")
+@click.option("--fusion", type=click.Choice(["replace", "product", "max", "all"]), default="product",
+              show_default=True, help="How classifier probabilities and detector scores combine (lowres.rcnn.fusion).")
+@click.option("--background-threshold", type=float, default=0.5, show_default=True,
+              help="Drop detections whose background probability exceeds this (models with a background class; "
+                   ">= 1 disables).")
+@click.option("--skip-unknown", is_flag=True, help="Count and skip detections for image ids with no image.")
+@click.option("--batch-images", type=int, default=8, show_default=True, help="Images decoded and classified together.")
+@click.option("--chunk-size", type=int, default=64, show_default=True, help="Crops per model call (memory bound).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto = cuda when available, else cpu.")
+@click.option("--no-ema", is_flag=True, help="Use the raw weights instead of their moving average.")
+@click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, help="Also write the summary as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def rescore(checkpoint: str, detections: str, data: str | None, split: str, images: str | None,
+            annotations: str | None, out_file: str, fusion: str, background_threshold: float, skip_unknown: bool,
+            batch_images: int, chunk_size: int, precision: str, device: str, no_ema: bool, metrics_out: str | None,
+            no_progress: bool) -> None:
+    """Rescore a detector's COCO results with a second-stage classifier; with ground truth, print COCO AP
+    (AP, AP50, AP75, APs, APm, APl) before and after, per fusion rule."""
+    from .rcnn import FUSIONS, SecondStage
+    from .rcnn._atomic import atomic_write_json
+    from .rcnn.files import metrics_table, rescore_file
+    from .training.checkpoint import CheckpointError
+
+    if (data is None) == (images is None and annotations is None):
+        raise click.UsageError("give either --data DIR [--split S] or --images DIR [--annotations FILE]")
+    if annotations is not None and images is None:
+        raise click.UsageError("--annotations needs --images")
+    fusions = list(FUSIONS) if fusion == "all" else [fusion]
+    try:
+        import torch
+        from tqdm.auto import tqdm
+
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        stage = SecondStage.from_checkpoint(checkpoint, dev, use_ema=not no_ema, chunk_size=chunk_size,
+                                            precision=precision)
+        with tqdm(desc="rescore", unit="img", disable=no_progress, dynamic_ncols=True) as bar:
+            summary = rescore_file(stage, detections, out_file, fusions=fusions, data=data, split=split,
+                                   images=images, annotations=annotations,
+                                   background_threshold=None if background_threshold >= 1 else background_threshold,
+                                   batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
+                                   progress=bar.update)
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{summary['detections']} detections on {summary['images']} images; kept {summary['kept']}; "
+               f"skipped {summary['skipped'] or 'none'}")
+    for rule, path in summary["outputs"].items():
+        click.echo(f"{rule}: {path}")
+    if "metrics" in summary:
+        click.echo(metrics_table(summary["metrics"]))
+    if metrics_out:
+        atomic_write_json(metrics_out, summary, indent=2)
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx"]), required=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True,
+              help="Model file; its metadata is also written to OUT.json.")
+@click.option("--softmax", is_flag=True, help="Output probabilities instead of logits.")
+@click.option("--no-ema", is_flag=True, help="Export the raw weights instead of their moving average.")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
+def export(checkpoint: str, fmt: str, out_file: str, softmax: bool, no_ema: bool, opset: int) -> None:
+    """Export the eval-mode classifier (input: normalised crops N x 3 x S x S, dynamic N) with its metadata."""
+    from .export import export_checkpoint, load_metadata
+    from .training.checkpoint import CheckpointError
+
+    try:
+        path = export_checkpoint(checkpoint, out_file, fmt, softmax=softmax, use_ema=not no_ema, opset=opset)
+    except (CheckpointError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    meta = load_metadata(path)
+    click.echo(f"{fmt}: {path} (stem {meta['stem']}, {meta['num_classes']} classes, output {meta['output']['name']}; "
+               f"metadata also in {path}.json)")
+
+
 if __name__ == "__main__":  # python -m lowres.cli (torchrun uses this form)
     main()

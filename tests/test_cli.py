@@ -35,3 +35,23 @@ def test_info_table_and_bad_width() -> None:
 @pytest.mark.parametrize("args", [["info", "--help"]])
 def test_subcommand_help(args: list[str]) -> None:
     assert CliRunner().invoke(main, args).exit_code == 0
+
+
+def test_crops_on_synthetic_default_writes_cache_and_summary(tmp_path) -> None:
+    result = CliRunner().invoke(main, ["crops", "--split", "val", "--size", "79", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "embedded synthetic set" in result.output
+    summary = json.loads((tmp_path / "summary_val_79px.json").read_text())
+    assert summary["num_records"] > 0 and summary["cache"]["num_crops"] == summary["num_records"]
+    assert sum(summary["per_size_bucket"].values()) == summary["num_records"]
+
+
+def test_crops_bad_annotations_is_a_clear_error(tmp_path) -> None:
+    bad = tmp_path / "instances.json"
+    bad.write_text("{not json")
+    images = tmp_path / "images"
+    images.mkdir()
+    result = CliRunner().invoke(main, ["crops", "--annotations", str(bad), "--images", str(images),
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "instances.json" in result.output
+    assert "Traceback" not in result.output

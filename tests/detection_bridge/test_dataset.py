@@ -1,0 +1,91 @@
+"""CropDataset and transforms: shapes, normalisation, eval equals the direct crop, DistributedSampler."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from detection_bridge.boxes import CropGeometry, stored_size
+from detection_bridge.cache import build_cache
+from detection_bridge.coco import load_split
+from detection_bridge.cropper import extract_crops
+from detection_bridge.dataset import CropDataset, class_balanced_sampler
+from detection_bridge.transforms import eval_transform, train_transform
+
+
+@pytest.fixture(scope="module")
+def synthetic_records(synthetic_dir):
+    return load_split(synthetic_dir, "val", boxes="both", background=True).records
+
+
+@pytest.mark.parametrize("size", [79, 151, 299])
+def test_pipelines_per_size(size):
+    stored = stored_size(size, 0.2)
+    crop = np.random.default_rng(size).integers(0, 256, (stored, stored, 3), dtype=np.uint8)
+    for pipeline in (train_transform(size, stored), eval_transform(size, stored)):
+        x = pipeline(image=crop)["image"]
+        assert x.shape == (3, size, size) and x.dtype == torch.float32
+        assert torch.isfinite(x).all() and x.abs().max() <= 1.0 + 1e-6
+    centre = eval_transform(size, stored)(image=crop)["image"]
+    off = (stored - size) // 2
+    expected = (torch.from_numpy(crop[off:off + size, off:off + size]).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    assert torch.allclose(centre, expected, atol=1e-6)
+
+
+def test_items_and_eval_equals_direct_crop(synthetic_records, tmp_path):
+    records = synthetic_records[:40]
+    cache = build_cache(records, 47, tmp_path, margin=0.2)
+    cached, uncached = CropDataset(None, 47, cache=cache), CropDataset(records, 47, margin=0.2)
+    geo = CropGeometry()
+    for i in (0, 7, 39):
+        x, label, index = cached[i]
+        assert x.shape == (3, 47, 47) and label == records[i].label and index == i
+        r = records[i]
+        direct = extract_crops(r.image_path, np.array([r.box_xyxy]), 47, geo)[0]
+        direct_t = (torch.from_numpy(direct).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+        assert (x - direct_t).abs().mean() < 2 / 255 * 2  # normalised units: 2/255 of [0, 1] is 4/255 here
+        assert torch.allclose(uncached[i][0], x, atol=1e-6)
+
+
+def test_train_items_vary_and_stay_normalised(synthetic_records):
+    dataset = CropDataset(synthetic_records[:5], 31, train=True)
+    a, b = dataset[0][0], dataset[0][0]
+    assert a.shape == b.shape == (3, 31, 31) and not torch.equal(a, b)
+    assert torch.isfinite(a).all() and a.abs().max() <= 1.0 + 1e-6
+
+
+def test_distributed_sampler_shards_the_dataset(synthetic_records, tmp_path):
+    cache = build_cache(synthetic_records, 31, tmp_path, margin=0.1)
+    dataset = CropDataset(None, 31, cache=cache, train=True)
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        sampler.set_epoch(1)
+        for images, labels, index in DataLoader(dataset, batch_size=16, sampler=sampler):
+            assert images.shape[1:] == (3, 31, 31) and labels.dtype == torch.int64
+            assert torch.equal(labels, torch.as_tensor([dataset.records[i].label for i in index]))
+            seen.extend(index.tolist())
+    assert sorted(set(seen)) == list(range(len(dataset)))
+    dataset[0]  # opens the memory map
+    clone = pickle.loads(pickle.dumps(dataset))  # what a spawn-started worker receives: no open map
+    assert clone.cache._array is None and clone[3][0].shape == (3, 31, 31)
+    assert np.array_equal(clone.cache[3], dataset.cache[3])
+
+
+def test_class_balanced_sampler(synthetic_records):
+    labels = [r.label for r in synthetic_records]
+    sampler = class_balanced_sampler(labels, num_samples=4000, generator=torch.Generator().manual_seed(0))
+    drawn = np.bincount(np.asarray(labels)[list(sampler)], minlength=max(labels) + 1)
+    present = drawn[np.bincount(labels) > 0]
+    assert present.min() > 0.5 * present.mean()
+
+
+def test_dataset_argument_checks(synthetic_records, tmp_path):
+    cache = build_cache(synthetic_records[:4], 24, tmp_path)
+    with pytest.raises(ValueError, match="size"):
+        CropDataset(None, 25, cache=cache)
+    with pytest.raises(ValueError):
+        CropDataset(None, 24)
