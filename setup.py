@@ -16,8 +16,9 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["lowres", "lowres.*", "detection_bridge", "detection_bridge.*"]),
-    package_data={"lowres": ["configs/*.yaml"]},
+    # configs/ is a package only so that the YAML presets ship with the code and are found by name.
+    packages=find_packages(include=["lowres", "lowres.*", "detection_bridge", "detection_bridge.*", "configs"]),
+    package_data={"configs": ["*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1,<3",

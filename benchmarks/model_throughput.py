@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import matmul_peak_flops, time_per_call  # noqa: E402
 
 from lowres import STEMS, build_model  # noqa: E402
+from lowres.models import load_inception_v3_weights  # noqa: E402
 from lowres.models.profile import forward_flops  # noqa: E402
 
 MODES = {
@@ -30,10 +31,18 @@ MODES = {
 
 
 def models(width: float) -> dict[str, tuple[torch.nn.Module, int]]:
-    out: dict[str, tuple[torch.nn.Module, int]] = {
-        "torchvision-299": (torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299)}
+    """torchvision's model and the three stems, all holding torchvision's weights at width 1.0.
+
+    Identical weights give identical activations, so no model is timed on values (huge or denormal)
+    that another never sees.
+    """
+    reference = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    out: dict[str, tuple[torch.nn.Module, int]] = {"torchvision-299": (reference, 299)}
     for stem in sorted(STEMS, reverse=True):
-        out[f"lowres-{stem}"] = (build_model(stem, width=width, aux_logits=False), stem)
+        model = build_model(stem, width=width, aux_logits=False)
+        if width == 1.0:
+            load_inception_v3_weights(model, reference.state_dict())
+        out[f"lowres-{stem}"] = (model, stem)
     return out
 
 
@@ -48,7 +57,7 @@ def images_per_second(model: torch.nn.Module, size: int, batch: int, mode: str, 
         with torch.inference_mode(), autocast:
             model(x)
 
-    return batch / time_per_call(step, warmup=2, iters=iters)
+    return batch / time_per_call(step, warmup=3, iters=iters)
 
 
 def main() -> None:

@@ -1,0 +1,335 @@
+"""Training and evaluation configuration: dataclasses in, YAML presets, flag overrides, resolved YAML out.
+
+Precedence is defaults < YAML file < flags (``--set key=value``, then dedicated flags such as ``--stem``),
+as in timm. Every field is typed and checked: an unknown key or a value of the wrong type is an error that
+names the key, because a silently ignored typo in a training config costs a whole run. The resolved config
+is plain data (``Config.to_dict()``), so it can be written next to the outputs and stored in checkpoints
+that load with ``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError", "Config", "ModelConfig", "DataConfig", "CropConfig", "AugmentConfig", "OptimConfig",
+    "ScheduleConfig", "TrainConfig", "EvalConfig", "load_config", "apply_overrides", "save_config",
+    "preset_path", "list_presets",
+]
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value has the wrong type or range (the message names the key)."""
+
+
+@dataclass
+class ModelConfig:
+    stem: Literal[79, 151, 299] = 79  # input size = stem variant (paper section 9, Table 2)
+    width: float = 1.0  # channel multiplier, TF-slim's depth_multiplier; 1.0 is the paper's network
+    min_depth: int = 16  # floor on every conv's channel count (TF-slim's default)
+    aux_logits: bool = True  # auxiliary head on Mixed_6e, BN-auxiliary (paper sections 4 and 10)
+    dropout: float = 0.5  # dropout before the classifier (torchvision's value)
+    weights: Optional[str] = None  # torchvision/timm Inception-v3 weights (file or name) to start from
+    channels_last: bool = False  # NHWC memory format (faster convs on recent GPUs / oneDNN)
+    sync_bn: bool = False  # SyncBatchNorm across DDP processes (small per-process batches)
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None  # coco-mini-layout folder; None = the generated synthetic set
+    train_split: str = "train"  # annotations/instances_{split}.json used for training
+    val_split: str = "val"  # split used for validation during training
+    boxes: Literal["gt", "detections", "both"] = "gt"  # ground-truth boxes, a detector's (IoU-labelled), or both
+    detections_file: Optional[str] = None  # COCO results JSON; None = DIR/detections/*_{split}.json
+    background: bool = False  # extra background class for detector boxes with IoU < 0.3 (R-CNN)
+    min_size: float = 1.0  # boxes with a side shorter than this (pixels) are skipped
+    cache: bool = True  # cut crops once into the on-disk crop cache instead of decoding JPEGs each epoch
+    cache_dir: Optional[str] = None  # crop cache and synthetic set location; None = ~/.cache/lowres
+    num_workers: int = 0  # DataLoader workers (0 = main process; determinism holds either way)
+    max_train: Optional[int] = None  # use only the first N training crops (smoke tests)
+    max_val: Optional[int] = None  # use only the first N validation crops (smoke tests)
+    synthetic_seed: int = 0  # seed of the generated synthetic set when no path is given
+
+
+@dataclass
+class CropConfig:
+    context: float = 227 / 195  # box enlargement about its centre (R-CNN's 16 px at 227)
+    mode: Literal["square", "warp"] = "square"  # square keeps the aspect ratio; warp is R-CNN's
+    margin: float = 0.2  # the cache stores this much extra context around each crop for the box jitter
+    size: Optional[int] = None  # crop side cut from the original pixels; None = the stem's input size
+    upsample_to: Optional[int] = None  # resize crops (bilinear) to this side before the model; None = no resize
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True  # train-time augmentation (detection_bridge.transforms); off = the eval pipeline
+    box_scale_min: float = 0.85  # side of the sampled region relative to the context box: box jitter
+    box_scale_max: float = 1.15
+    aspect_min: float = 0.75  # aspect-ratio jitter of that region (Inception-style, kept mild)
+    aspect_max: float = 4 / 3
+    hflip: float = 0.5  # horizontal flip probability
+    color: float = 0.2  # brightness/contrast/saturation jitter strength
+    hue: float = 0.02  # hue jitter
+    p_color: float = 0.8  # probability of colour jitter
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["rmsprop_tf", "sgd", "adamw"] = "rmsprop_tf"  # paper section 8: RMSProp
+    lr: float = 0.045  # paper section 8 (for batch 32 per replica)
+    rms_decay: float = 0.9  # RMSProp's square-average decay (paper section 8)
+    eps: Optional[float] = None  # None = the optimiser's own: 1.0 for rmsprop_tf (paper section 8), 1e-8 AdamW
+    momentum: float = 0.9  # RMSProp/SGD momentum (not in the paper; TF-slim's train script)
+    weight_decay: float = 4e-5  # L2 on conv/fc weights only (not in the paper; TF-slim's 4e-5)
+    beta2: float = 0.999  # AdamW's second-moment decay (its beta1 is `momentum`)
+    nesterov: bool = True  # SGD only
+    clip_grad_norm: Optional[float] = 2.0  # gradient clipping threshold (paper section 8); None = off
+    clip_mode: Literal["global", "per_tensor"] = "global"  # per_tensor = TF-slim's clip_gradient_norm
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["step", "cosine", "constant"] = "step"  # step = the paper's exponential staircase
+    decay_rate: float = 0.94  # lr factor per decay period (paper section 8)
+    decay_epochs: float = 2.0  # decay period in epochs (paper section 8)
+    warmup_epochs: float = 0.0  # linear warm-up length in epochs (not in the paper)
+    warmup_start: float = 0.1  # lr factor at step 0 of the warm-up
+    min_lr_factor: float = 0.0  # cosine floor as a fraction of lr
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100  # paper section 8 trains 100 epochs
+    batch_size: int = 32  # per process (paper section 8: 32 per replica)
+    label_smoothing: float = 0.1  # paper section 7, uniform u(k)
+    aux_weight: float = 0.4  # auxiliary loss weight (TF-slim's value; not in the paper)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = torch.autocast with bfloat16
+    ema: bool = True  # evaluate with a moving average of the weights (paper section 8)
+    ema_decay: float = 0.9999  # TF-slim's; warmed up as TF's ExponentialMovingAverage(num_updates)
+    seed: int = 0  # seeds python, numpy, torch, data order and augmentation
+    deterministic: bool = False  # torch deterministic algorithms: exact resume, slower on GPU
+    device: str = "auto"  # auto = cuda when available (local rank's GPU under torchrun), else cpu
+    checkpoint_every: int = 0  # also write last.pt every N optimiser steps (0 = at epoch ends only)
+    max_steps_per_epoch: Optional[int] = None  # cut epochs short (smoke runs)
+    threads: Optional[int] = None  # torch.set_num_threads for CPU runs (None = torch's default)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64  # evaluation batch
+    every: int = 1  # validate every N epochs (and always after the last)
+    use_ema: bool = True  # validate the EMA weights when train.ema is on
+    bootstrap: int = 1000  # bootstrap resamples for top-1's confidence interval
+    ci: float = 0.95  # confidence level of that interval
+    seed: int = 0  # bootstrap seed
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (str/int/float/bool/None only): YAML- and weights_only-safe."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "Config":
+        """Build and type-check a config from a (possibly partial) nested dict over the defaults."""
+        merged = _merge(Config._defaults(), data, source=source)
+        sections = {}
+        for name, sub_cls in _section_types().items():
+            values = {k: _check_value(f"{name}.{k}", v, hint, source)
+                      for k, (v, hint) in _zip_hints(sub_cls, merged[name]).items()}
+            sections[name] = sub_cls(**values)
+        cfg = cls(**sections)
+        _check_ranges(cfg, source)
+        return cfg
+
+    @staticmethod
+    def _defaults() -> dict[str, dict[str, Any]]:
+        return Config().to_dict()
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _zip_hints(sub_cls: type, values: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    hints = typing.get_type_hints(sub_cls)
+    return {k: (values[k], hints[k]) for k in values}
+
+
+def _merge(base: dict, update: dict, *, source: str, prefix: str = "") -> dict:
+    """Recursive merge that rejects keys the base does not have (typos are errors)."""
+    if not isinstance(update, dict):
+        raise ConfigError(f"{source}: '{prefix or '<root>'}' must be a mapping, got {type(update).__name__}")
+    out = dict(base)
+    for key, value in update.items():
+        full = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"{source}: unknown key '{full}' (known under '{prefix or '<root>'}': {known})")
+        if isinstance(base[key], dict):
+            out[key] = _merge(base[key], value, source=source, prefix=f"{full}.")
+        else:
+            out[key] = value
+    return out
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _check_value(key: str, value: Any, hint: Any, source: str) -> Any:
+    """Return ``value`` converted to ``hint`` when that is lossless, else raise naming the key."""
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        for arg in typing.get_args(hint):
+            try:
+                return _check_value(key, value, arg, source)
+            except ConfigError:
+                pass
+    elif origin is Literal:
+        if value in typing.get_args(hint) and type(value) in {type(a) for a in typing.get_args(hint)}:
+            return value
+    elif hint is type(None):
+        if value is None:
+            return None
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{source}: '{key}' expects {_type_name(hint)}, got {type(value).__name__} {value!r}")
+
+
+def _check_ranges(cfg: Config, source: str) -> None:
+    """Value checks the types cannot express."""
+    positive = {"model.width": cfg.model.width, "train.epochs": cfg.train.epochs,
+                "train.batch_size": cfg.train.batch_size, "eval.batch_size": cfg.eval.batch_size,
+                "optim.lr": cfg.optim.lr, "schedule.decay_epochs": cfg.schedule.decay_epochs,
+                "eval.every": cfg.eval.every, "model.min_depth": cfg.model.min_depth}
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{source}: '{key}' must be > 0, got {value!r}")
+    unit = {"train.label_smoothing": cfg.train.label_smoothing, "train.ema_decay": cfg.train.ema_decay,
+            "model.dropout": cfg.model.dropout, "optim.rms_decay": cfg.optim.rms_decay,
+            "optim.momentum": cfg.optim.momentum, "optim.beta2": cfg.optim.beta2, "eval.ci": cfg.eval.ci}
+    for key, value in unit.items():
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{source}: '{key}' must be in [0, 1], got {value!r}")
+    for key, value in {"crop.size": cfg.crop.size, "crop.upsample_to": cfg.crop.upsample_to}.items():
+        if value is not None and value < 8:
+            raise ConfigError(f"{source}: '{key}' must be null or >= 8 pixels, got {value!r}")
+    if cfg.train.checkpoint_every < 0 or cfg.data.num_workers < 0:
+        raise ConfigError(f"{source}: 'train.checkpoint_every' and 'data.num_workers' must be >= 0")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'optim.lr=0.01'`` -> (['optim', 'lr'], 0.01); the value is parsed as a YAML scalar."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected key=value, e.g. optim.lr=0.01")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set '{text}': empty key")
+    return key.split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Fold ``key=value`` overrides into a nested dict (unknown keys are caught by ``Config.from_dict``)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set '{text}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def _presets_dir() -> Path:
+    """Where the YAML presets live: the installed ``configs`` package, else the source tree's configs/."""
+    try:
+        import configs  # the repository's configs/ package (see configs/__init__.py)
+
+        return Path(configs.__file__).parent
+    except ImportError:
+        return Path(__file__).resolve().parent.parent / "configs"
+
+
+def list_presets() -> list[str]:
+    """Names of the YAML presets (``smoke``, ``cpu``, ``paper``, ...)."""
+    return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """A YAML file path, or a preset name resolved in configs/ (``'smoke'`` -> configs/smoke.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = _presets_dir() / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise ConfigError(f"config '{name_or_path}' is neither a file nor a preset (presets: {', '.join(list_presets())})")
+
+
+def load_config(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                stem: int | None = None, data: str | None = None) -> Config:
+    """Resolve defaults < YAML (file or preset name) < ``--set`` overrides < ``stem``/``data`` flags."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if config is not None:
+        path = preset_path(config)
+        source = str(path)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        Config.from_dict(raw, source=source)  # report YAML mistakes against the file, not the flags
+    raw = apply_overrides(raw, list(overrides))
+    flags = bool(overrides)
+    if stem is not None:
+        raw.setdefault("model", {})["stem"] = int(stem)
+        flags = True
+    if data is not None:
+        raw.setdefault("data", {})["path"] = str(data)
+        flags = True
+    return Config.from_dict(raw, source=f"{source} + flags" if flags else source)
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (the run folder's config.yaml)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    return path

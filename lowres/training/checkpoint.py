@@ -1,0 +1,117 @@
+"""Checkpoints: atomic writes, exact resume, ``weights_only`` loading.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so ``torch.load(path,
+weights_only=True)`` reads it without unpickling arbitrary code: the config and category map are stored as
+plain dicts, RNG states as lists/tensors. It is written to a temporary file in the same folder and renamed
+over the old one (``os.replace`` is atomic on POSIX), so a SIGKILL at any moment leaves either the old or
+the new checkpoint, never half of one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state",
+           "check_compatible", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_VERSION = 1
+COMPATIBILITY_KEYS = ("model.stem", "model.width", "model.min_depth", "model.aux_logits")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or incompatible with the requested run."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"version": CHECKPOINT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a clear error when it is missing or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt or produced by something else
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not a lowres training checkpoint (no model/config entries)")
+    return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) RNG states in weights_only-loadable form."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    np_state = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+                         "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"]})
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _get(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], category_map: dict[str, Any] | None,
+                     *, path: str | Path = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` naming every difference that makes resuming meaningless:
+    another stem, width, min_depth, aux head, or class set (names and order of labels)."""
+    problems = []
+    for key in COMPATIBILITY_KEYS:
+        old, new = _get(ckpt["config"], key), _get(config, key)
+        if old != new:
+            problems.append(f"{key}: checkpoint {old!r}, this run {new!r}")
+    old_map, new_map = ckpt.get("category_map"), category_map
+    if old_map is not None and new_map is not None and old_map != new_map:
+        old_names, new_names = list(old_map.get("names", [])), list(new_map.get("names", []))
+        missing, extra = sorted(set(old_names) - set(new_names))[:5], sorted(set(new_names) - set(old_names))[:5]
+        detail = (f"only in checkpoint: {missing}, only in this run: {extra}" if missing or extra
+                  else f"background class {old_map.get('background')} -> {new_map.get('background')}, or ids/order")
+        problems.append(f"class set: checkpoint has {len(old_names)} categories, this run {len(new_names)} ({detail})")
+    if problems:
+        raise CheckpointError(f"cannot resume from {path}: " + "; ".join(problems))

@@ -1,0 +1,224 @@
+"""Data for training and evaluation, from :mod:`detection_bridge`: records -> (cached) crops -> loaders.
+
+Two things here matter for exact resume. The order of samples comes from
+:class:`~lowres.training.distributed.ResumableSampler` (a function of seed and epoch), and each sample's
+augmentation is seeded from (seed, epoch, index) by :class:`SeededDataset`, so a sample is the same
+tensor whichever worker loads it and whether or not the run was interrupted before it.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..config import Config
+from .distributed import DistEnv, barrier
+
+__all__ = ["SplitData", "resolve_data_dir", "load_split_data", "SeededDataset", "train_loader", "eval_loader",
+           "default_cache_root", "geometry_from_config", "crop_size", "input_size", "UpsampledDataset"]
+
+
+@dataclass
+class SplitData:
+    """One split ready for a loader: the dataset, its records (index-aligned) and the category map."""
+
+    dataset: Dataset
+    records: list
+    category_map: Any
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def default_cache_root(cfg: Config) -> Path:
+    """``data.cache_dir`` or ~/.cache/lowres: crop caches and the generated synthetic set."""
+    return Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else Path.home() / ".cache" / "lowres"
+
+
+def resolve_data_dir(cfg: Config, *, env: DistEnv, log: Callable[[str], None]) -> Path:
+    """``data.path``, or the synthetic set generated once into the cache (rank 0 writes, others wait)."""
+    if cfg.data.path is not None:
+        path = Path(cfg.data.path).expanduser()
+        if not (path / "annotations").is_dir():
+            raise FileNotFoundError(f"data.path {path} is not a coco-mini-layout folder (no annotations/ inside)")
+        return path
+    from detection_bridge import synthetic
+
+    out = default_cache_root(cfg) / f"synthetic-seed{cfg.data.synthetic_seed}"
+    if env.is_main:
+        synthetic.generate(out, seed=cfg.data.synthetic_seed)
+    barrier()
+    log(f"note: no data path given (--data / data.path): using the generated synthetic set at {out}; "
+        "its numbers check the pipeline, they say nothing about COCO")
+    return out
+
+
+def geometry_from_config(cfg: Config) -> Any:
+    """The bridge's CropGeometry for the config's crop section (mean/std: the bridge's 0.5, Inception's)."""
+    from detection_bridge.boxes import CropGeometry
+
+    return CropGeometry(context=cfg.crop.context, mode=cfg.crop.mode)
+
+
+def _subset(records: list, limit: int | None, seed: int) -> list:
+    """A seeded random subset (sorted back into file order) so small smoke sets still mix classes."""
+    if limit is None or limit >= len(records):
+        return list(records)
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]
+
+
+def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env: DistEnv,
+                    log: Callable[[str], None], category_map: Any = None) -> SplitData:
+    """Records of ``split`` as configured (boxes, background, size filter), their crop cache, the dataset.
+
+    ``category_map``, when given (the training set's, or a checkpoint's), must equal the split's own: a
+    label means nothing under another map.
+    """
+    from detection_bridge.coco import load_split
+
+    d = cfg.data
+    crop_set = load_split(data_dir, split, boxes=d.boxes, detections_file=d.detections_file,
+                          background=d.background, min_size=d.min_size)
+    if category_map is not None and crop_set.category_map != category_map:
+        raise ValueError(f"split {split!r} of {data_dir} has another category map than the model's "
+                         f"({crop_set.category_map.num_classes} vs {category_map.num_classes} classes)")
+    records = _subset(crop_set.records, d.max_train if train else d.max_val, cfg.train.seed)
+    geometry = geometry_from_config(cfg)
+    cache = _build_cache(records, crop_size(cfg), geometry, cfg, env, crop_set.category_map, log) if d.cache else None
+    dataset = _dataset(records, cache, geometry, cfg, train=train)
+    summary = crop_set.summary()
+    summary.pop("category_map", None)
+    log(f"{split}: {len(dataset.records)} crops from {data_dir} ({d.boxes} boxes, "
+        f"{crop_set.category_map.num_classes} classes)")
+    return SplitData(dataset, dataset.records, crop_set.category_map, summary)
+
+
+def _dataset(records: list, cache: Any, geometry: Any, cfg: Config, *, train: bool) -> Dataset:
+    """CropDataset with the config's augmentation (train) or the exact centre crop (eval)."""
+    from detection_bridge.boxes import stored_size
+    from detection_bridge.dataset import CropDataset
+    from detection_bridge.transforms import train_transform
+
+    size, a = crop_size(cfg), cfg.augment
+    transform = None
+    if train and a.enabled:
+        stored = cache.stored_size if cache is not None else stored_size(size, cfg.crop.margin)
+        transform = train_transform(size, stored, geometry, box_scale=(a.box_scale_min, a.box_scale_max),
+                                    aspect=(a.aspect_min, a.aspect_max), hflip=a.hflip, color=a.color, hue=a.hue,
+                                    p_color=a.p_color)
+    dataset = CropDataset(None if cache is not None else records, size, geometry=geometry, train=train and a.enabled,
+                          cache=cache, margin=cfg.crop.margin, transform=transform)
+    return UpsampledDataset(dataset, cfg.crop.upsample_to) if cfg.crop.upsample_to else dataset
+
+
+def crop_size(cfg: Config) -> int:
+    """Side of the crops cut from the original pixels: ``crop.size``, else the stem's input size."""
+    return int(cfg.crop.size or cfg.model.stem)
+
+
+def input_size(cfg: Config) -> int:
+    """Side of the images the model sees: ``crop.upsample_to`` when set, else the crop side."""
+    return int(cfg.crop.upsample_to or crop_size(cfg))
+
+
+class UpsampledDataset(Dataset):
+    """A crop dataset whose images are resized (bilinear, on the normalised tensor) to ``size`` x ``size``.
+
+    The benchmark's upsample-79 variant: 79 px crops, i.e. the information of a low-resolution view,
+    shown to the 299 stem at its own input size. ``records`` and ``transform`` are the wrapped dataset's,
+    so records lookups and per-sample augmentation seeding see through the wrapper.
+    """
+
+    def __init__(self, dataset: Dataset, size: int) -> None:
+        self.dataset, self.size = dataset, int(size)
+
+    @property
+    def records(self) -> list:
+        return self.dataset.records  # type: ignore[attr-defined]
+
+    @property
+    def transform(self) -> Any:
+        return getattr(self.dataset, "transform", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        image, *rest = self.dataset[index]
+        image = torch.nn.functional.interpolate(image[None], size=(self.size, self.size), mode="bilinear",
+                                                align_corners=False)[0]
+        return (image, *rest)
+
+
+def _build_cache(records: list, size: int, geometry: Any, cfg: Config, env: DistEnv, category_map: Any,
+                 log: Callable[[str], None]) -> Any:
+    """Rank 0 builds (or reuses) the crop cache, decoding each image once; the others then open it."""
+    from detection_bridge.cache import build_cache, open_cache
+
+    root = default_cache_root(cfg) / "crops"
+    kwargs = {"margin": cfg.crop.margin}
+    cache = None
+    if env.is_main:
+        cache = open_cache(root, records, size, geometry, **kwargs)
+        if cache is None:
+            log(f"building the {size} px crop cache for {len(records)} crops under {root} (once)")
+            cache = build_cache(records, size, root, geometry, category_map=category_map, **kwargs)
+    barrier()
+    return cache if cache is not None else build_cache(records, size, root, geometry, category_map=category_map,
+                                                       **kwargs)
+
+
+class SeededDataset(Dataset):
+    """Seeds augmentation per sample from (seed, epoch, index) before delegating to ``dataset``.
+
+    Augmentation libraries draw from Python's and numpy's global RNGs or their own (albumentations 2 keeps a
+    generator per pipeline); seeding them per sample makes the data stream independent of worker count,
+    worker scheduling and interruptions. Set the epoch with :meth:`set_epoch` before iterating.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
+        random.seed(sample_seed)
+        np.random.seed(sample_seed)
+        _seed_pipeline(getattr(self.dataset, "transform", None), sample_seed)
+        return self.dataset[index]
+
+
+def _seed_pipeline(transform: Any, seed: int) -> None:
+    """Seed an albumentations pipeline, each child transform from its own derived seed (albumentations'
+    ``Compose.set_random_seed`` gives every child the same seed, which would correlate, e.g., flip and crop)."""
+    if transform is None or not hasattr(transform, "set_random_seed"):
+        return
+    transform.set_random_seed(seed)
+    for j, child in enumerate(getattr(transform, "transforms", [])):
+        _seed_pipeline(child, int(np.random.SeedSequence([seed, j + 1]).generate_state(1)[0]))
+
+
+def train_loader(split: SplitData, sampler: Sampler, cfg: Config) -> DataLoader:
+    """Shuffled (by ``sampler``), seeded-augmentation loader of full batches."""
+    dataset = SeededDataset(split.dataset, cfg.train.seed)
+    # A private generator: DataLoader draws its base seed from it, not from the global torch RNG (which
+    # drives dropout and is restored on resume).
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True,
+                      num_workers=cfg.data.num_workers, generator=generator,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+
+
+def eval_loader(split: SplitData, cfg: Config) -> DataLoader:
+    """Loader in record order (no augmentation; the dataset was built with ``train=False``)."""
+    return DataLoader(split.dataset, batch_size=cfg.eval.batch_size, shuffle=False, drop_last=False,
+                      num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())

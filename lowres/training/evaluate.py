@@ -1,0 +1,124 @@
+"""Evaluation: one function for validation during training and for ``lowres eval`` on a checkpoint.
+
+Numbers come from :func:`lowres.metrics.classification_metrics` over the model's top-5 predictions, with each
+crop's COCO size bucket looked up from its record, so "top-1 on small objects" means the same thing
+everywhere in the project.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..metrics import classification_metrics
+from . import checkpoint as ckpt
+from .data import SplitData, eval_loader, load_split_data, resolve_data_dir
+from .distributed import DistEnv, resolve_device
+from .engine import predict
+
+__all__ = ["evaluate_model", "evaluate_checkpoint", "load_model_from_checkpoint", "model_from_state"]
+
+
+def evaluate_model(model: nn.Module, split: SplitData, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Every evaluation number for ``model`` on ``split``: see ``classification_metrics`` for the keys,
+    plus ``seconds`` and ``images_per_s`` of the pass."""
+    loader = eval_loader(split, cfg)
+    start = time.perf_counter()
+    out = predict(model, loader, device=device, precision=cfg.train.precision, channels_last=cfg.model.channels_last)
+    seconds = time.perf_counter() - start
+    cmap = split.category_map
+    buckets = [split.records[i].size_bucket for i in out["indices"]]
+    metrics = classification_metrics(out["topk"], out["targets"], num_classes=cmap.num_classes,
+                                     class_names=cmap.names, size_buckets=buckets,
+                                     background_label=cmap.background_label, n_boot=cfg.eval.bootstrap,
+                                     ci=cfg.eval.ci, seed=cfg.eval.seed, loss=out["loss"])
+    metrics["seconds"] = seconds
+    metrics["images_per_s"] = metrics["count"] / max(seconds, 1e-9)
+    return metrics
+
+
+def _eval_config(state: dict[str, Any], *, data: str | None, boxes: str | None, detections_file: str | None,
+                 batch_size: int | None, device: str) -> Config:
+    """The checkpoint's own config with the evaluation's data choices (start weights are not re-read)."""
+    raw = state["config"]
+    data_over: dict[str, Any] = {"max_val": None, "background": bool(state["category_map"].get("background", False))}
+    for key, value in (("path", data), ("boxes", boxes), ("detections_file", detections_file)):
+        if value is not None:
+            data_over[key] = str(value)
+    return Config.from_dict({**raw, "model": {**raw["model"], "weights": None},
+                             "train": {**raw["train"], "device": device},
+                             "data": {**raw["data"], **data_over},
+                             "eval": {**raw["eval"], **({"batch_size": batch_size} if batch_size else {})}},
+                            source="checkpoint config with eval options")
+
+
+def model_from_state(state: dict[str, Any], *, use_ema: bool = True) -> tuple[nn.Module, str]:
+    """Rebuild a checkpoint's model from its own config and load its weights (the EMA ones by default).
+
+    Returns ``(model in eval mode, "ema" | "model")``; the start weights (``model.weights``) are not re-read.
+    """
+    from detection_bridge.records import CategoryMap
+
+    from .run import build_model_from_config
+
+    raw = state["config"]
+    cfg = Config.from_dict({**raw, "model": {**raw["model"], "weights": None}}, source="checkpoint config")
+    model = build_model_from_config(cfg, CategoryMap.from_dict(state["category_map"]).num_classes)
+    which = "ema" if use_ema and state.get("ema") is not None else "model"
+    model.load_state_dict(state["ema"]["module"] if which == "ema" else state["model"])
+    return model.eval(), which
+
+
+def load_model_from_checkpoint(path: str | Path, *, use_ema: bool = True, map_location: str | torch.device = "cpu"
+                               ) -> tuple[nn.Module, dict[str, Any], Any, Any]:
+    """``(model in eval mode on map_location, config dict, CategoryMap, CropGeometry)`` of a ``lowres train``
+    checkpoint (read with ``weights_only=True``): the one place where a checkpoint becomes a model, shared by
+    ``lowres eval``, the R-CNN second stage and export."""
+    from detection_bridge.records import CategoryMap
+
+    from .data import geometry_from_config
+
+    state = ckpt.load_checkpoint(path, map_location="cpu")
+    if not state.get("category_map"):
+        raise ckpt.CheckpointError(f"{path} has no category map: it cannot say what its outputs mean")
+    model, _ = model_from_state(state, use_ema=use_ema)
+    cfg = Config.from_dict(state["config"], source=f"{path} config")
+    return (model.to(map_location), state["config"], CategoryMap.from_dict(state["category_map"]),
+            geometry_from_config(cfg))
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, split: str = "val",
+                        boxes: str | None = "gt", detections_file: str | None = None, use_ema: bool = True,
+                        batch_size: int | None = None, device: str = "auto", out: str | Path | None = None,
+                        log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evaluate a training checkpoint (its EMA weights by default) on a split; optionally write JSON.
+
+    Detector boxes (``boxes='detections'``) are labelled by IoU with ground truth; a model trained with a
+    background class is also scored on the detector's misses (background precision/recall), one trained
+    without it only on detections that match an object.
+    """
+    from detection_bridge.records import CategoryMap
+
+    log = log or (lambda message: None)
+    state = ckpt.load_checkpoint(checkpoint)
+    cfg = _eval_config(state, data=data, boxes=boxes, detections_file=detections_file, batch_size=batch_size,
+                       device=device)
+    env = DistEnv(device=resolve_device(cfg.train.device))
+    cmap = CategoryMap.from_dict(state["category_map"])
+    data_dir = resolve_data_dir(cfg, env=env, log=log)
+    split_data = load_split_data(data_dir, split, cfg, train=False, env=env, log=log, category_map=cmap)
+    model, weights = model_from_state(state, use_ema=use_ema)
+    metrics = evaluate_model(model.to(env.device), split_data, cfg, env.device)
+    result = {"checkpoint": str(checkpoint), "data": str(data_dir), "split": split, "boxes": cfg.data.boxes,
+              "weights": weights, "epoch": state.get("epoch"), "stem": cfg.model.stem, "width": cfg.model.width,
+              "num_classes": cmap.num_classes, "data_summary": split_data.summary, **metrics}
+    if out is not None:
+        out_path = Path(out)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result

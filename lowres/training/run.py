@@ -1,0 +1,275 @@
+"""``train(cfg)`` and ``evaluate_checkpoint(...)``: data, model, optimiser, checkpoints, logging.
+
+The policy layer over :mod:`lowres.training.engine`: it decides what is written where (``config.yaml``,
+``metrics.jsonl``, ``last.pt``/``best.pt``, ``val_metrics.json`` in the run folder, by rank 0 only), what is
+printed (notes and a tqdm bar per epoch) and how a run resumes. Validation during training and
+``lowres eval`` go through the same :func:`lowres.training.evaluate.evaluate_model`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import Config
+from . import checkpoint as ckpt
+from .data import load_split_data, resolve_data_dir, train_loader
+from .distributed import (DistEnv, ResumableSampler, all_gather_object, all_reduce_sum, barrier, broadcast_state,
+                          cleanup_distributed, setup_distributed, wrap_model)
+from .engine import EpochTotals, StepInfo, train_one_epoch
+from .evaluate import evaluate_model
+from .recipe import ModelEma, build_optimizer, build_scheduler
+
+__all__ = ["train", "build_model_from_config"]
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _configure_runtime(cfg: Config, env: DistEnv) -> None:
+    """Threads, seeds (offset by rank so dropout differs per process) and determinism switches."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed = cfg.train.seed + env.rank
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif env.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def build_model_from_config(cfg: Config, num_classes: int, *, log: Log = _stderr) -> nn.Module:
+    """``lowres.build_model`` with the config's stem/width/depth/head, optionally from ImageNet weights."""
+    from .. import build_model
+
+    m = cfg.model
+    model = build_model(m.stem, num_classes, width=m.width, min_depth=m.min_depth, aux_logits=m.aux_logits,
+                        dropout=m.dropout)
+    if m.weights:
+        from ..models import load_inception_v3_weights
+
+        report = load_inception_v3_weights(model, m.weights, skip_classifier=True)
+        log(f"weights: {m.weights}: {report.summary()}")
+    if m.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl, rewritten whole from the checkpoint's history so a resumed run never duplicates lines."""
+    path = out_dir / "metrics.jsonl"
+    tmp = path.with_name(".metrics.jsonl.tmp")
+    tmp.write_text("".join(json.dumps(line) + "\n" for line in history), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Run:
+    """The mutable state of one training run and the operations on it (kept small: see ``train``)."""
+
+    def __init__(self, cfg: Config, out_dir: Path, env: DistEnv, log: Log, progress: bool) -> None:
+        self.cfg, self.out_dir, self.env, self.log, self.progress = cfg, out_dir, env, log, progress
+        data_dir = resolve_data_dir(cfg, env=env, log=log)
+        self.train_data = load_split_data(data_dir, cfg.data.train_split, cfg, train=True, env=env, log=log)
+        self.val_data = load_split_data(data_dir, cfg.data.val_split, cfg, train=False, env=env, log=log,
+                                        category_map=self.train_data.category_map)
+        self.model = build_model_from_config(cfg, self.train_data.category_map.num_classes, log=log).to(env.device)
+        self.sampler = ResumableSampler(self.train_data.dataset, env=env, shuffle=True, seed=cfg.train.seed)
+        self.loader = train_loader(self.train_data, self.sampler, cfg)
+        full_steps = self.sampler.num_samples // cfg.train.batch_size
+        if full_steps == 0:
+            raise ValueError(f"{len(self.train_data.records)} training crops over {env.world_size} process(es) "
+                             f"give no full batch of {cfg.train.batch_size}")
+        self.steps_per_epoch = min(full_steps, cfg.train.max_steps_per_epoch or full_steps)
+        self.ddp = wrap_model(self.model, env, sync_bn=cfg.model.sync_bn)
+        self.module = self.ddp.module if self.ddp is not self.model else self.model
+        self.optimizer = build_optimizer(self.module, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, steps_per_epoch=self.steps_per_epoch,
+                                         epochs=cfg.train.epochs)
+        self.ema = ModelEma(self.module, cfg.train.ema_decay) if cfg.train.ema else None
+        self.epoch, self.global_step, self.best_top1 = 0, 0, -1.0
+        self.totals: EpochTotals | None = None
+        self.history: list[dict[str, Any]] = []
+        self.last_val: dict[str, Any] | None = None
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def state(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"model": self.module.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "epoch": self.epoch, "global_step": self.global_step,
+                "totals": self.totals.to_dict() if self.totals else None, "rng": rng,
+                "sampler": {"seed": self.sampler.seed, "world_size": self.env.world_size,
+                            "start": (self.totals.steps if self.totals else 0) * self.cfg.train.batch_size},
+                "best_top1": self.best_top1, "history": self.history, "config": self.cfg.to_dict(),
+                "category_map": self.train_data.category_map.to_dict(), "stem": self.cfg.model.stem,
+                "num_classes": self.train_data.category_map.num_classes}
+
+    def save(self, *, best: bool = False) -> None:
+        """All ranks gather RNG states (a collective); rank 0 writes last.pt (and best.pt)."""
+        rng = all_gather_object(ckpt.capture_rng_state())
+        if not self.env.is_main:
+            return
+        state = self.state(rng)
+        ckpt.save_checkpoint(state, self.out_dir / "last.pt")
+        if best:
+            ckpt.save_checkpoint(state, self.out_dir / "best.pt")
+
+    def restore(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path, map_location=self.env.device)
+        ckpt.check_compatible(state, self.cfg.to_dict(), self.train_data.category_map.to_dict(), path=path)
+        if state["sampler"]["world_size"] != self.env.world_size:
+            raise ckpt.CheckpointError(f"cannot resume from {path}: written by {state['sampler']['world_size']} "
+                                       f"process(es), this run has {self.env.world_size}")
+        self.module.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.scheduler.load_state_dict(state["scheduler"])
+        except ValueError as exc:
+            raise ckpt.CheckpointError(f"cannot resume from {path}: {exc}") from None
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.totals = EpochTotals.from_dict(state["totals"]) if state["totals"] else None
+        self.best_top1, self.history = float(state["best_top1"]), list(state["history"])
+        rng = state["rng"]
+        ckpt.restore_rng_state(rng[self.env.rank] if self.env.rank < len(rng) else rng[0])
+        self.log(f"resumed from {path}: {self.epoch} epoch(s) and {self.global_step} step(s) done")
+
+    # -- one epoch -----------------------------------------------------------------------------------------
+    def _on_step(self, bar: Any) -> Callable[[EpochTotals, StepInfo], None]:
+        every = self.cfg.train.checkpoint_every
+
+        def on_step(totals: EpochTotals, info: StepInfo) -> None:
+            self.totals, self.global_step, self.last_lr = totals, info.step, info.lr
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{info.loss:.3f}", lr=f"{info.lr:.2e}", img_s=f"{info.images_per_s:.1f}")
+            if every and info.step % every == 0 and info.step_in_epoch < self.steps_per_epoch:
+                self.save()
+
+        return on_step
+
+    def train_epoch(self) -> EpochTotals:
+        from tqdm.auto import tqdm
+
+        totals = self.totals or EpochTotals()
+        self.sampler.set_position(self.epoch, totals.steps * self.cfg.train.batch_size)
+        self.loader.dataset.set_epoch(self.epoch)  # SeededDataset: augmentation seeds of this epoch
+        bar = tqdm(total=self.steps_per_epoch, initial=totals.steps, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
+                   dynamic_ncols=True, leave=True) if self.progress and self.env.is_main else None
+        t = self.cfg.train
+        try:
+            return train_one_epoch(
+                self.ddp, self.loader, self.optimizer, self.scheduler, device=self.env.device,
+                steps=self.steps_per_epoch, totals=totals, global_step=self.global_step - totals.steps,
+                ema=self.ema, label_smoothing=t.label_smoothing, aux_weight=t.aux_weight,
+                clip_grad_norm=self.cfg.optim.clip_grad_norm, clip_mode=self.cfg.optim.clip_mode,
+                precision=t.precision, channels_last=self.cfg.model.channels_last, on_step=self._on_step(bar))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def end_epoch(self, totals: EpochTotals) -> None:
+        """Reduce train numbers over ranks, validate on rank 0, write metrics and checkpoints."""
+        loss_sum, correct, count = all_reduce_sum([totals.loss_sum, totals.correct, totals.count], self.env.device)
+        broadcast_state(self.module)
+        if self.ema is not None:
+            broadcast_state(self.ema.module)
+        line = {"epoch": self.epoch + 1, "step": self.global_step, "train_loss": loss_sum / max(count, 1),
+                "train_acc": correct / max(count, 1), "lr": self.last_lr, "images_per_s": count / max(totals.seconds, 1e-9),
+                "seconds": totals.seconds}
+        last = self.epoch + 1 == self.cfg.train.epochs
+        if self.env.is_main and ((self.epoch + 1) % self.cfg.eval.every == 0 or last):
+            use_ema = self.ema is not None and self.cfg.eval.use_ema
+            self.last_val = evaluate_model(self.ema.module if use_ema else self.module, self.val_data, self.cfg,
+                                           self.env.device)
+            line.update(val_top1=self.last_val["top1"], val_top5=self.last_val["top5"],
+                        val_loss=self.last_val["loss"], val_balanced_accuracy=self.last_val["balanced_accuracy"],
+                        val_seconds=self.last_val["seconds"])
+        line["seconds"] = totals.seconds + line.get("val_seconds", 0.0)
+        self.history.append(line)
+        self.epoch, self.totals = self.epoch + 1, None
+        top1 = line.get("val_top1")
+        best = top1 is not None and top1 > self.best_top1
+        self.best_top1 = top1 if best else self.best_top1
+        self.save(best=best)
+        if self.env.is_main:
+            _write_history(self.out_dir, self.history)
+            if self.last_val is not None:
+                _write_json(self.out_dir / "val_metrics.json", self.last_val)
+        barrier()
+
+
+def _start(run: _Run, resume: bool) -> None:
+    last = run.out_dir / "last.pt"
+    if resume and last.is_file():
+        run.restore(last)
+    elif resume:
+        run.log(f"--resume: no checkpoint in {run.out_dir} yet; starting from scratch")
+    elif last.is_file():
+        raise ckpt.CheckpointError(f"{run.out_dir} already holds a run ({last}); pass --resume to continue it "
+                                   "or choose another --out")
+
+
+def _summary(run: _Run, wall: float) -> dict[str, Any]:
+    final = run.history[-1] if run.history else {}
+    val = run.last_val
+    if val is None and (run.out_dir / "val_metrics.json").is_file():
+        val = json.loads((run.out_dir / "val_metrics.json").read_text())
+    return {"out_dir": str(run.out_dir), "rank": run.env.rank, "epochs": run.epoch, "global_step": run.global_step,
+            "best_top1": run.best_top1 if run.best_top1 >= 0 else None, "final": final,
+            "val": val, "wall_seconds": wall, "checkpoint": str(run.out_dir / "last.pt"),
+            "num_train": len(run.train_data.records), "num_val": len(run.val_data.records)}
+
+
+def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
+          log: Log | None = None, return_model: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` into ``out_dir`` (resuming from its last.pt with ``resume``) and return a summary:
+    final epoch line, last full validation metrics, best top-1, wall seconds. Under torchrun every rank
+    calls this; rank 0 writes. ``return_model`` adds the trained module (tests, benchmarks)."""
+    env = setup_distributed(cfg.train.device)
+    log = log or _stderr
+    log = log if env.is_main else (lambda message: None)
+    out = Path(out_dir)
+    try:
+        _configure_runtime(cfg, env)
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        run = _Run(cfg, out, env, log, progress)
+        _start(run, resume)
+        if env.is_main:
+            from ..config import save_config
+
+            save_config(cfg, out / "config.yaml")
+        start = time.perf_counter()
+        while run.epoch < cfg.train.epochs:
+            totals = run.train_epoch()
+            run.end_epoch(totals)
+        summary = _summary(run, time.perf_counter() - start)
+        if return_model:
+            summary["model"] = run.module
+            summary["ema_model"] = run.ema.module if run.ema else None
+        return summary
+    finally:
+        cleanup_distributed(env)

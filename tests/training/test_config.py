@@ -1,0 +1,77 @@
+"""Config: precedence defaults < YAML < --set < dedicated flags, and errors that name the key."""
+import pytest
+import yaml
+
+from lowres.config import Config, ConfigError, list_presets, load_config, preset_path, save_config
+
+
+def test_defaults_are_the_paper_recipe():
+    cfg = Config()
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.rms_decay, cfg.optim.clip_grad_norm) == ("rmsprop_tf", 0.045, 0.9, 2.0)
+    assert (cfg.schedule.decay_rate, cfg.schedule.decay_epochs) == (0.94, 2.0)
+    assert (cfg.train.label_smoothing, cfg.train.aux_weight, cfg.train.batch_size) == (0.1, 0.4, 32)
+
+
+def test_precedence(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {stem: 151, width: 0.5}\noptim: {lr: 0.01}\ntrain: {epochs: 3}\n")
+    cfg = load_config(path, ["optim.lr=1e-3", "model.stem=299", "train.precision=bf16"], stem=79, data="/d")
+    assert cfg.model.width == 0.5  # YAML over defaults
+    assert cfg.optim.lr == 0.001  # --set over YAML (and '1e-3' read as a float)
+    assert cfg.model.stem == 79  # --stem over --set
+    assert cfg.data.path == "/d" and cfg.train.epochs == 3 and cfg.train.precision == "bf16"
+    assert cfg.optim.momentum == 0.9  # untouched default
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'optim\.lrr'"):
+        load_config(None, ["optim.lrr=0.1"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("trian: {epochs: 1}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'trian'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override,key", [("train.epochs=abc", "train.epochs"), ("train.epochs=1.5", "train.epochs"),
+                                          ("model.stem=80", "model.stem"), ("train.ema=3", "train.ema"),
+                                          ("optim.lr=-1", "optim.lr"), ("optim.name=adam", "optim.name")])
+def test_wrong_type_or_value_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_set_needs_key_value():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["optim.lr"])
+
+
+def test_none_and_optional():
+    cfg = load_config(None, ["optim.clip_grad_norm=null", "data.max_train=8"])
+    assert cfg.optim.clip_grad_norm is None and cfg.data.max_train == 8
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])
+def test_presets_load_by_name(name):
+    assert name in list_presets()
+    cfg = load_config(name)
+    assert preset_path(name).name == f"{name}.yaml"
+    assert isinstance(cfg, Config)
+
+
+def test_paper_preset_is_the_paper():
+    cfg = load_config("paper")
+    assert cfg.model.width == 1.0 and cfg.train.epochs == 100 and cfg.optim.name == "rmsprop_tf"
+    assert cfg.optim.lr == 0.045 and cfg.schedule.name == "step"
+
+
+def test_resolved_config_roundtrip(tmp_path):
+    cfg = load_config("smoke", ["model.width=0.25"], stem=151)
+    path = save_config(cfg, tmp_path / "run" / "config.yaml")
+    again = load_config(path)
+    assert again == cfg
+    assert yaml.safe_load(path.read_text())["model"]["stem"] == 151
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="neither a file nor a preset"):
+        load_config("no-such-preset")

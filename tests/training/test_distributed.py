@@ -1,0 +1,25 @@
+"""Two CPU processes under torchrun (gloo): the run finishes, ranks agree, one set of outputs."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+
+
+def test_two_process_ddp_on_cpu(tiny_config, run_python, child_train, tmp_path):
+    cfg = tiny_config("train.epochs=1", "train.max_steps_per_epoch=3", "train.checkpoint_every=2",
+                      "data.max_val=16", "eval.bootstrap=10")
+    out, dump = tmp_path / "run", tmp_path / "ranks"
+    run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", child_train,
+                json.dumps(cfg.to_dict()), str(out), "--dump", str(dump)])
+    r0, r1 = torch.load(dump / "rank0.pt", weights_only=True), torch.load(dump / "rank1.pt", weights_only=True)
+    for part in ("model", "ema"):
+        for key, value in r0[part].items():
+            assert torch.equal(value, r1[part][key]), f"{part}.{key} differs between ranks"
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl",
+                                                     "val_metrics.json"]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["step"] == 3
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert len(state["rng"]) == 2 and state["sampler"]["world_size"] == 2

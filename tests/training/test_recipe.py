@@ -1,0 +1,138 @@
+"""Recipe pieces against values computed by hand (paper sections 7, 8, 10)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lowres.config import OptimConfig, ScheduleConfig
+from lowres.training.recipe import (EpochLR, ModelEma, RMSpropTF, build_optimizer, build_scheduler, clip_gradients,
+                                    inception_loss, param_groups)
+
+
+def _one_param(value: float = 1.0) -> nn.Parameter:
+    return nn.Parameter(torch.tensor([value], dtype=torch.float64))
+
+
+def test_rmsprop_tf_two_steps_by_hand():
+    p = _one_param(1.0)
+    opt = RMSpropTF([p], lr=0.1, decay=0.9, eps=1.0, momentum=0.9)
+    for _ in range(2):
+        opt.zero_grad()
+        (2.0 * p).sum().backward()  # gradient 2.0 every step
+        opt.step()
+    # step 1: ms = 0.9 * 1 + 0.1 * 4 = 1.3 (ms starts at ONE); mom = 0.1 * 2 / sqrt(1.3 + 1.0)
+    mom1 = 0.1 * 2 / math.sqrt(2.3)
+    # step 2: ms = 0.9 * 1.3 + 0.4 = 1.57; mom = 0.9 * mom1 + 0.1 * 2 / sqrt(2.57)
+    mom2 = 0.9 * mom1 + 0.1 * 2 / math.sqrt(2.57)
+    assert p.item() == pytest.approx(1.0 - mom1 - mom2, abs=1e-12)
+    assert opt.state[p]["square_avg"].item() == pytest.approx(1.57, abs=1e-12)
+
+
+def test_rmsprop_tf_weight_decay_and_difference_from_torch():
+    p = _one_param(3.0)
+    opt = RMSpropTF([p], lr=0.01, decay=0.9, eps=1.0, momentum=0.0, weight_decay=0.5)
+    p.grad = torch.tensor([1.0], dtype=torch.float64)
+    opt.step()
+    g = 1.0 + 0.5 * 3.0  # L2 gradient added, as TF-slim's regulariser does
+    assert p.item() == pytest.approx(3.0 - 0.01 * g / math.sqrt(0.9 + 0.1 * g * g + 1.0), abs=1e-12)
+    q = _one_param(3.0)
+    torch_opt = torch.optim.RMSprop([q], lr=0.01, alpha=0.9, eps=1.0, weight_decay=0.5)
+    q.grad = torch.tensor([1.0], dtype=torch.float64)
+    torch_opt.step()  # eps outside the sqrt and ms from zero: a different step
+    assert abs(q.item() - p.item()) > 1e-4
+
+
+def test_step_schedule_paper_values():
+    opt = torch.optim.SGD([_one_param()], lr=0.045)
+    sched = EpochLR(opt, name="step", steps_per_epoch=10, epochs=100, decay_rate=0.94, decay_epochs=2.0)
+    lrs = []
+    for _ in range(45):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    assert lrs[0] == lrs[19] == pytest.approx(0.045)
+    assert lrs[20] == lrs[39] == pytest.approx(0.045 * 0.94)
+    assert lrs[40] == pytest.approx(0.045 * 0.94 ** 2)
+
+
+def test_warmup_and_cosine():
+    opt = torch.optim.SGD([_one_param()], lr=1.0)
+    sched = EpochLR(opt, name="cosine", steps_per_epoch=10, epochs=11, warmup_epochs=1.0, warmup_start=0.1,
+                    min_lr_factor=0.0)
+    assert sched.factor(0) == pytest.approx(0.1)
+    assert sched.factor(5) == pytest.approx(0.55)  # half-way through the warm-up
+    assert sched.factor(10) == pytest.approx(1.0)
+    assert sched.factor(60) == pytest.approx(0.5)  # half-way through the cosine
+    assert sched.factor(110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_scheduler_state_roundtrip_and_mismatch():
+    opt = torch.optim.SGD([_one_param()], lr=0.045)
+    sched = build_scheduler(opt, ScheduleConfig(), steps_per_epoch=10, epochs=10)
+    for _ in range(25):
+        sched.step()
+    opt2 = torch.optim.SGD([_one_param()], lr=0.045)
+    sched2 = build_scheduler(opt2, ScheduleConfig(), steps_per_epoch=10, epochs=10)
+    sched2.load_state_dict(sched.state_dict())
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.045 * 0.94)
+    sched3 = build_scheduler(opt2, ScheduleConfig(), steps_per_epoch=7, epochs=10)
+    with pytest.raises(ValueError, match="steps per epoch"):
+        sched3.load_state_dict(sched.state_dict())
+
+
+def test_label_smoothed_loss_with_aux_by_hand():
+    logits = torch.tensor([[2.0, 0.0, 0.0]])
+    aux = torch.zeros(1, 3)
+    target = torch.tensor([0])
+    loss, main = inception_loss((logits, aux), target, label_smoothing=0.1, aux_weight=0.4)
+    lse = math.log(math.exp(2.0) + 2.0)
+    q0 = 0.9 + 0.1 / 3  # q' = (1 - eps) delta + eps / K (paper section 7)
+    main_loss = lse - 2.0 * q0  # -sum_k q'_k (z_k - lse)
+    assert loss.item() == pytest.approx(main_loss + 0.4 * math.log(3.0), abs=1e-6)
+    assert main is logits
+    plain, _ = inception_loss(logits, target, label_smoothing=0.0)
+    assert plain.item() == pytest.approx(lse - 2.0, abs=1e-6)
+
+
+def test_ema_warmup_and_buffers():
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
+    nn.init.constant_(model[0].weight, 0.0)
+    ema = ModelEma(model, decay=0.9999)
+    model[0].weight.data.fill_(1.0)
+    model[1].running_mean.fill_(2.0)
+    model[1].num_batches_tracked.fill_(7)
+    ema.update(model)  # decay min(0.9999, 1/10) = 0.1
+    assert ema.module[0].weight.item() == pytest.approx(0.9)
+    assert ema.module[1].running_mean.item() == pytest.approx(1.8)  # buffers are averaged too
+    assert ema.module[1].num_batches_tracked.item() == 7  # integer buffers copied
+    ema.update(model)  # decay 2/11
+    assert ema.module[0].weight.item() == pytest.approx(0.9 * 2 / 11 + 9 / 11)
+    ema2 = ModelEma(model, decay=0.9999)
+    ema2.load_state_dict(ema.state_dict())
+    assert ema2.num_updates == 2 and ema2.module[0].weight.item() == ema.module[0].weight.item()
+
+
+def test_clipping_global_and_per_tensor():
+    a, b = _one_param(), _one_param()
+    a.grad, b.grad = torch.tensor([3.0], dtype=torch.float64), torch.tensor([4.0], dtype=torch.float64)
+    assert clip_gradients([a, b], 2.0) == pytest.approx(5.0)
+    assert a.grad.item() == pytest.approx(3.0 * 2.0 / 5.0, rel=1e-5)
+    a.grad, b.grad = torch.tensor([3.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    clip_gradients([a, b], 2.0, "per_tensor")
+    assert a.grad.item() == pytest.approx(2.0, rel=1e-5) and b.grad.item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name,cls", [("rmsprop_tf", RMSpropTF), ("sgd", torch.optim.SGD),
+                                      ("adamw", torch.optim.AdamW)])
+def test_build_optimizer_no_decay_on_bn_and_bias(name, cls):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    opt = build_optimizer(model, OptimConfig(name=name, weight_decay=1e-4))
+    assert isinstance(opt, cls)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) == 1 and len(no_decay["params"]) == 3
+    if name == "adamw":
+        assert opt.param_groups[0]["eps"] == 1e-8  # eps None -> the optimiser's own default
+    if name == "rmsprop_tf":
+        assert opt.param_groups[0]["eps"] == 1.0
+    assert len(param_groups(model, 0.1)) == 2

@@ -1,0 +1,92 @@
+"""The smoke config trains every stem on coco-mini; the loss goes down on a repeated batch."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from lowres.cli import main
+from lowres.training.checkpoint import CheckpointError, load_checkpoint
+from lowres.training.data import load_split_data
+from lowres.training.distributed import DistEnv
+from lowres.training.recipe import build_optimizer, inception_loss
+from lowres.training.run import build_model_from_config, train
+
+
+EPOCH_KEYS = {"epoch", "step", "train_loss", "train_acc", "lr", "images_per_s", "seconds", "val_top1", "val_top5"}
+
+
+@pytest.mark.parametrize("stem", [79, 151, 299])
+def test_smoke_trains_each_stem_on_coco_mini(stem, coco_mini, tiny_config, tmp_path):
+    cfg = tiny_config("train.epochs=1", "data.max_train=16", "data.max_val=16", "eval.bootstrap=20",
+                      stem=stem, data=coco_mini)
+    summary = train(cfg, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "val_metrics.json"} <= {p.name for p in run.iterdir()}
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and EPOCH_KEYS <= set(lines[0]) and lines[0]["step"] == 2
+    assert yaml.safe_load((run / "config.yaml").read_text()) == cfg.to_dict()
+    state = load_checkpoint(run / "last.pt")  # weights_only=True
+    assert state["config"] == cfg.to_dict() and state["category_map"]["names"][0] == "person"
+    assert {"model", "ema", "optimizer", "scheduler", "rng", "epoch", "global_step"} <= set(state)
+    assert summary["val"]["count"] == 16 and 0.0 <= summary["final"]["val_top1"] <= 1.0
+
+
+@pytest.mark.parametrize("stem", [79, 151, 299])
+def test_loss_goes_down_on_a_repeated_batch(stem, coco_mini, tiny_config):
+    cfg = tiny_config("data.max_val=8", "model.dropout=0.0", stem=stem, data=coco_mini)
+    split = load_split_data(coco_mini, "val", cfg, train=False, env=DistEnv(), log=lambda m: None)
+    images, labels, _ = next(iter(torch.utils.data.DataLoader(split.dataset, batch_size=8)))
+    model = build_model_from_config(cfg, split.category_map.num_classes).train()
+    opt = build_optimizer(model, cfg.optim)  # the paper's TF-RMSProp at lr 0.045
+    losses = []
+    for _ in range(8):
+        loss, _ = inception_loss(model(images), labels, label_smoothing=0.1, aux_weight=0.4)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-3:]) < losses[0] * 0.8, losses
+
+
+def test_cli_train_on_synthetic_then_resume_checks(cache_root, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--stem", "79", "--config", "smoke", "--set", f"data.cache_dir={cache_root}",
+            "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=2", "--set", "eval.bootstrap=10",
+            "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "synthetic set" in result.output  # the printed note when no --data is given
+    assert json.loads(result.output[result.output.index("{"):])["epochs"] == 1
+    again = CliRunner().invoke(main, args)  # same --out without --resume: refused
+    assert again.exit_code != 0 and "--resume" in again.output
+    finished = CliRunner().invoke(main, ["train", "--out", str(out), "--resume", "--no-progress"])
+    assert finished.exit_code == 0, finished.output  # config.yaml of the run is reused; nothing left to train
+    other = CliRunner().invoke(main, [*args[:2], "151", *args[3:], "--resume", "--set", "model.width=0.25"])
+    assert other.exit_code != 0
+    assert "model.stem: checkpoint 79, this run 151" in other.output and "model.width" in other.output
+
+
+def test_incompatible_class_set_is_an_error(tiny_config, tmp_path, coco_mini):
+    cfg = tiny_config("train.epochs=1", "train.max_steps_per_epoch=1", "eval.bootstrap=10")
+    train(cfg, tmp_path / "run", progress=False)
+    coco = tiny_config("train.epochs=1", data=coco_mini)
+    with pytest.raises(CheckpointError, match="class set: checkpoint has 8 categories, this run 80"):
+        train(coco, tmp_path / "run", resume=True, progress=False)
+
+
+def test_bf16_channels_last_and_start_weights(tiny_config, tmp_path):
+    from lowres import build_model
+
+    donor = build_model(79, 1000, width=0.125, min_depth=8)  # stands in for torchvision/timm ImageNet weights
+    torch.save(donor.state_dict(), tmp_path / "donor.pt")
+    cfg = tiny_config("train.epochs=1", "train.max_steps_per_epoch=1", "train.precision=bf16",
+                      "model.channels_last=true", f"model.weights={tmp_path / 'donor.pt'}", "eval.bootstrap=10")
+    model = build_model_from_config(cfg, 8, log=lambda m: None)
+    assert torch.equal(model.Mixed_7c.branch1x1.conv.weight, donor.Mixed_7c.branch1x1.conv.weight)
+    assert model.fc.out_features == 8  # the 1000-class classifier is skipped, not loaded
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert torch.isfinite(torch.tensor(summary["final"]["train_loss"]))
