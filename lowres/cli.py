@@ -100,10 +100,12 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
 @click.option("--data", type=click.Path(file_okay=False), default=None,
               help="coco-mini-layout folder; without it the generated synthetic set is used.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Run folder.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
+              help="bf16 = autocast with bfloat16 (overrides train.precision).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...], data: str | None, out_dir: str,
-          resume: bool, no_progress: bool) -> None:
+          precision: str | None, resume: bool, no_progress: bool) -> None:
     """Train a stem on crops with the paper's recipe (torchrun-ready); writes config.yaml, metrics.jsonl,
     last.pt/best.pt and val_metrics.json to --out and prints the final epoch's metrics as JSON."""
     from pathlib import Path
@@ -117,7 +119,8 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
     if config_file is None and resume and (Path(out_dir) / "config.yaml").is_file():
         config_file = str(Path(out_dir) / "config.yaml")
     try:
-        cfg = load_config(config_file, overrides, stem=int(stem) if stem else None, data=data)
+        flags = (f"train.precision={precision}",) if precision else ()
+        cfg = load_config(config_file, (*overrides, *flags), stem=int(stem) if stem else None, data=data)
         summary = run_training(cfg, out_dir, resume=resume, progress=not no_progress, log=lambda m: click.echo(m, err=True))
     except (ConfigError, CheckpointError, BridgeError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -250,6 +253,49 @@ def export(checkpoint: str, fmt: str, out_file: str, softmax: bool, no_ema: bool
     meta = load_metadata(path)
     click.echo(f"{fmt}: {path} (stem {meta['stem']}, {meta['num_classes']} classes, output {meta['output']['name']}; "
                f"metadata also in {path}.json)")
+
+
+@main.command()
+@click.option("--preset", default="smoke", show_default=True,
+              help="Bench preset: smoke | cpu | paper (configs/bench_NAME.yaml) or a YAML file.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="coco-mini-layout folder (train on train, report on val); default: the generated synthetic set.")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Training seeds per variant (preset's default: 1).")
+@click.option("--variants", default=None, metavar="LIST",
+              help="Comma-separated subset of 299,151,79,naive-79,upsample-79 (default: the preset's).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override the shared training config (train.epochs=3) or the bench section (bench.throughput.batch=16).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Report folder: report.md, report.json, PNG plots, runs/<variant>/seed<k>/.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def bench(preset: str, data: str | None, seeds: int | None, variants: str | None, overrides: tuple[str, ...],
+          out_dir: str, no_progress: bool) -> None:
+    """Table 2 on crops: train and evaluate the 299, 151 and 79 stems, naive-79 and upsample-79 alike, and
+    write report.md / report.json / plots. Re-running the same command resumes: finished variants are reused."""
+    import shlex
+    from pathlib import Path
+
+    from detection_bridge.errors import BridgeError
+
+    from .bench import BenchError, load_bench_preset, run_bench
+    from .config import ConfigError
+    from .training.checkpoint import CheckpointError
+
+    args = ["lowres", "bench", "--preset", preset, *(["--data", data] if data else []),
+            *(["--seeds", str(seeds)] if seeds else []), *(["--variants", variants] if variants else []),
+            *[a for o in overrides for a in ("--set", o)], "--out", out_dir]
+    try:
+        spec = load_bench_preset(preset, overrides, seeds=seeds,
+                                 variants=[v.strip() for v in variants.split(",")] if variants else None)
+        report = run_bench(spec, out_dir, data=data, command=shlex.join(args), progress=not no_progress,
+                           log=lambda m: click.echo(m, err=True))
+    except (ConfigError, BenchError, CheckpointError, BridgeError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for row in report["rows"]:
+        lo, hi = row["top1_ci"]
+        click.echo(f"{row['variant']:>12}: top-1 {100 * row['top1']:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]  "
+                   f"{row['gflops']:.3f} GFLOPs  {row['images_per_s']:.0f} img/s")
+    click.echo(f"report: {Path(out_dir) / 'report.md'}")
 
 
 if __name__ == "__main__":  # python -m lowres.cli (torchrun uses this form)

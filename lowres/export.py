@@ -1,0 +1,131 @@
+"""Export a trained classifier to TorchScript or ONNX, with a dynamic batch dimension and its metadata.
+
+The exported graph is the eval-mode model only: input ``crops`` ``(N, 3, S, S)`` float32, already cut and
+normalised as the metadata's ``geometry`` says (``(rgb in [0, 1] - mean) / std``, out-of-image pixels = mean;
+:func:`lowres.rcnn.roi_crops` or the bridge's cropper produce them), output ``logits`` ``(N, C)`` or, with
+``softmax=True``, ``probabilities``. Cropping is not in the graph: ``roi_align`` with adaptive sampling has no
+portable ONNX equivalent, and deployments usually crop with their own image pipeline.
+
+Metadata (stem, input size, class names and COCO category ids, background, geometry, output kind) is
+stored inside the file (TorchScript ``_extra_files["lowres.json"]``; ONNX ``metadata_props["lowres"]``) and
+beside it as ``FILE.json``. Both files are written atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .rcnn._atomic import atomic_path, atomic_write_json
+
+__all__ = ["FORMATS", "ExportableClassifier", "export_model", "export_checkpoint", "export_metadata", "load_metadata"]
+
+FORMATS = ("torchscript", "onnx")
+METADATA_KEY = "lowres"
+DEFAULT_OPSET = 18
+
+
+class ExportableClassifier(nn.Module):
+    """The eval-mode model, optionally followed by a softmax: exactly what the exported graph computes."""
+
+    def __init__(self, model: nn.Module, softmax: bool = False) -> None:
+        super().__init__()
+        self.model, self.softmax = model.eval(), bool(softmax)
+
+    def forward(self, crops: Tensor) -> Tensor:
+        logits = self.model(crops)  # N x C
+        return logits.softmax(dim=1) if self.softmax else logits
+
+
+def export_metadata(model: nn.Module, category_map: Any, geometry: Any, *, softmax: bool, fmt: str) -> dict[str, Any]:
+    """The JSON that says how to feed the exported model and what its outputs mean."""
+    from . import __version__
+
+    size = int(getattr(model, "stem"))
+    return {"format": fmt, "lowres_version": __version__, "stem": size, "input_size": size,
+            "width": getattr(model, "width", None), "num_classes": category_map.num_classes,
+            "class_names": category_map.names, "category_map": category_map.to_dict(),
+            "background_label": category_map.background_label, "geometry": geometry.to_dict(),
+            "input": {"name": "crops", "shape": ["batch", 3, size, size], "dtype": "float32",
+                      "normalisation": "(rgb in [0, 1] - geometry.mean) / geometry.std"},
+            "output": {"name": "probabilities" if softmax else "logits", "shape": ["batch", category_map.num_classes]}}
+
+
+def _export_torchscript(module: ExportableClassifier, example: Tensor, tmp: Path, meta_json: str) -> None:
+    """Trace (the eval forward has no data-dependent control flow); the traced graph is batch-polymorphic."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notices
+        traced = torch.jit.trace(module, example, check_trace=False)
+        torch.jit.save(traced, str(tmp), _extra_files={f"{METADATA_KEY}.json": meta_json})
+
+
+def _export_onnx(module: ExportableClassifier, example: Tensor, tmp: Path, meta_json: str, opset: int) -> None:
+    """torch.export-based exporter with a symbolic batch dimension; metadata goes into ``metadata_props``."""
+    import onnx
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    output = "probabilities" if module.softmax else "logits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (example,), dynamo=True, input_names=["crops"], output_names=[output],
+                                    dynamic_shapes={"crops": {0: batch}}, opset_version=opset, external_data=False,
+                                    verbose=False)
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, meta_json
+    onnx.save_model(proto, str(tmp))
+
+
+def export_model(model: nn.Module, out: str | os.PathLike, fmt: str, *, category_map: Any, geometry: Any,
+                 softmax: bool = False, opset: int = DEFAULT_OPSET) -> Path:
+    """Export ``model`` (a lowres model) to ``out`` in ``fmt``; writes ``out`` and ``out.json`` atomically."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    module = ExportableClassifier(model, softmax).cpu().float()
+    size = int(getattr(model, "stem"))
+    example = torch.zeros(2, 3, size, size)  # batch 2: a batch of 1 would let the exporter specialise it
+    meta = export_metadata(model, category_map, geometry, softmax=softmax, fmt=fmt)
+    meta_json = json.dumps(meta)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        if fmt == "torchscript":
+            _export_torchscript(module, example, tmp, meta_json)
+        else:
+            _export_onnx(module, example, tmp, meta_json, opset)
+    atomic_write_json(out.with_name(out.name + ".json"), meta, indent=1)
+    return out
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt: str, *, softmax: bool = False,
+                      use_ema: bool = True, opset: int = DEFAULT_OPSET) -> Path:
+    """:func:`export_model` for a ``lowres train`` checkpoint (its EMA weights by default)."""
+    from .rcnn.checkpoints import load_for_inference
+
+    model, category_map, geometry = load_for_inference(checkpoint, use_ema=use_ema)
+    return export_model(model, out, fmt, category_map=category_map, geometry=geometry, softmax=softmax, opset=opset)
+
+
+def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata stored inside an exported file (TorchScript or ONNX), read without running it."""
+    path = Path(path)
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        for entry in proto.metadata_props:
+            if entry.key == METADATA_KEY:
+                return json.loads(entry.value)
+    except Exception:  # not an ONNX file: try TorchScript
+        pass
+    files = {f"{METADATA_KEY}.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    if not files[f"{METADATA_KEY}.json"]:
+        raise ValueError(f"{path} holds no lowres metadata")
+    return json.loads(files[f"{METADATA_KEY}.json"])

@@ -1,0 +1,19 @@
+"""The second stage of a detector: classify a detector's boxes with a low-resolution network and rescore them.
+
+Szegedy et al. 2016, section 9: "dedicated high-cost low resolution networks for smaller objects in the R-CNN
+context". Public API:
+
+* :class:`SecondStage` (``classify``, ``rescore``, ``from_checkpoint``): crops with the bridge's geometry via
+  ``roi_align`` on the images' device, chunked, bf16 where native.
+* :func:`attach`: wrap a torchvision detector so its eval forward returns rescored detections.
+* :func:`fuse` and :data:`FUSIONS` (``replace``, ``product``, ``max``): the fusion rules, defined in
+  :mod:`lowres.rcnn.fusion`.
+* :func:`roi_crops`: the crops alone; :mod:`lowres.rcnn.files`: COCO results files in and out (``lowres rescore``).
+"""
+from .attach import RescoredDetector, attach
+from .crops import roi_crops
+from .fusion import FUSIONS, LabelSpace, fuse
+from .second_stage import PRECISIONS, SecondStage, bf16_supported, resolve_precision
+
+__all__ = ["SecondStage", "attach", "RescoredDetector", "fuse", "FUSIONS", "LabelSpace", "roi_crops", "PRECISIONS",
+           "bf16_supported", "resolve_precision"]
