@@ -199,7 +199,7 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
     """Rescore a detector's COCO results with a second-stage classifier; with ground truth, print COCO AP
     (AP, AP50, AP75, APs, APm, APl) before and after, per fusion rule."""
     from .rcnn import FUSIONS, SecondStage
-    from .rcnn._atomic import atomic_write_json
+    from ._atomic import atomic_write_json
     from .rcnn.files import metrics_table, rescore_file
     from .training.checkpoint import CheckpointError
 

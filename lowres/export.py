@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .rcnn._atomic import atomic_path, atomic_write_json
+from ._atomic import atomic_path, atomic_write_json
 
 __all__ = ["FORMATS", "ExportableClassifier", "export_model", "export_checkpoint", "export_metadata", "load_metadata"]
 

@@ -25,7 +25,7 @@ import torch
 
 from detection_bridge.boxes import xywh_to_xyxy
 
-from ._atomic import atomic_write_json
+from .._atomic import atomic_write_json
 from .fusion import FUSIONS, LabelSpace, fuse
 from .second_stage import SecondStage
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._atomic import atomic_path, atomic_write_json
 from ..config import Config
 from . import checkpoint as ckpt
 from .data import load_split_data, resolve_data_dir, train_loader
@@ -70,18 +71,10 @@ def build_model_from_config(cfg: Config, num_classes: int, *, log: Log = _stderr
     return model
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
     """metrics.jsonl, rewritten whole from the checkpoint's history so a resumed run never duplicates lines."""
-    path = out_dir / "metrics.jsonl"
-    tmp = path.with_name(".metrics.jsonl.tmp")
-    tmp.write_text("".join(json.dumps(line) + "\n" for line in history), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(out_dir / "metrics.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(line) + "\n" for line in history), encoding="utf-8")
 
 
 class _Run:
@@ -217,7 +210,7 @@ class _Run:
         if self.env.is_main:
             _write_history(self.out_dir, self.history)
             if self.last_val is not None:
-                _write_json(self.out_dir / "val_metrics.json", self.last_val)
+                atomic_write_json(self.out_dir / "val_metrics.json", self.last_val, indent=2)
         barrier()
 
 

@@ -1,7 +1,8 @@
 """Atomic outputs: write to a temporary file beside the target, fsync, ``os.replace`` (atomic on POSIX).
 
-A reader (or a crashed run) sees the old file or the new one, never half of one. Used for rescored results
-files and exported models, which other tools pick up by name.
+A reader (or a crashed run) sees the old file or the new one, never half of one. Every file lowres writes
+goes through here: checkpoints, metrics, rescored results, exported models, reports. (detection_bridge has
+its own copy in ``detection_bridge/_io.py``: it never imports lowres.)
 """
 from __future__ import annotations
 
