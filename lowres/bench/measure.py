@@ -1,0 +1,84 @@
+"""Cost columns of the report: parameters, forward GFLOPs and inference images/s per variant.
+
+Parameters and FLOPs come from :mod:`lowres.models.profile` at the variant's actual model input (so
+naive-79 shows the 299 network's cost at 79 px, upsample-79 the cost at 299). Images/s are measured in
+one process for all variants with the same batch, after warm-up, in interleaved rounds (the reported
+rate is the fastest round, timeit's rule: the least disturbed run is the best estimate of what the machine can
+do), so a busy moment on a shared machine does not land on one variant alone. They time the model's forward
+pass only: no data loading, no crop upsampling.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..training.distributed import resolve_device
+from ..training.recipe import autocast
+from .variants import ThroughputSpec
+
+__all__ = ["build_bench_model", "profile_variant", "measure_throughput"]
+
+
+def build_bench_model(cfg: Config, num_classes: int) -> nn.Module:
+    """The variant's architecture with fresh weights (speed and FLOPs do not depend on the weights)."""
+    from .. import build_model
+
+    m = cfg.model
+    return build_model(m.stem, num_classes, width=m.width, min_depth=m.min_depth, aux_logits=m.aux_logits,
+                       dropout=m.dropout).eval()
+
+
+def profile_variant(cfg: Config, num_classes: int, input_size: int) -> dict[str, Any]:
+    """``params`` and forward ``gflops`` (one image, a multiply-add counts 2) at ``input_size``."""
+    from ..models.profile import count_parameters, forward_flops
+
+    model = build_bench_model(cfg, num_classes)
+    return {"params": count_parameters(model), "gflops": forward_flops(model, input_size) / 1e9}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def _images_per_s(model: nn.Module, x: torch.Tensor, *, warmup: int, iters: int, precision: str) -> float:
+    with autocast(x.device, precision):
+        for _ in range(warmup):
+            model(x)
+        _sync(x.device)
+        start = time.perf_counter()
+        for _ in range(iters):
+            model(x)
+        _sync(x.device)
+    return iters * x.shape[0] / max(time.perf_counter() - start, 1e-9)
+
+
+def measure_throughput(variants: dict[str, tuple[Config, int, int]], spec: ThroughputSpec) -> dict[str, Any]:
+    """Inference images/s per variant: ``variants`` maps name -> (config, num_classes, input side).
+
+    Device, precision, channels_last and threads are the configs' (the same for every variant).
+    Returns ``{name: {"images_per_s": fastest round, "rounds": [...], "batch": B, ...}}``.
+    """
+    prepared = {}
+    for name, (cfg, num_classes, size) in variants.items():
+        device = resolve_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        fmt = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
+        model = build_bench_model(cfg, num_classes).to(device=device, memory_format=fmt)
+        x = torch.randn(spec.batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+        prepared[name] = (model, x, cfg.train.precision)
+    for model, x, precision in prepared.values():  # first calls build kernels (oneDNN, cuDNN): keep them untimed
+        _images_per_s(model, x, warmup=max(spec.warmup, 1), iters=1, precision=precision)
+    rounds: dict[str, list[float]] = {name: [] for name in prepared}
+    for _ in range(spec.rounds):
+        for name, (model, x, precision) in prepared.items():
+            rounds[name].append(_images_per_s(model, x, warmup=spec.warmup, iters=spec.iters, precision=precision))
+    return {name: {"images_per_s": max(values), "rounds": values, "batch": spec.batch,
+                   "device": str(prepared[name][1].device), "precision": prepared[name][2]}
+            for name, values in rounds.items()}

@@ -1,0 +1,138 @@
+"""The report's PNG plots (matplotlib, Agg backend: no display needed).
+
+- ``top1_vs_input.png``: top-1 against crop side with 95% CI bars, beside the paper's Table 2;
+- ``top1_by_size.png``: top-1 per COCO size bucket for every variant (crop counts in the legend);
+- ``learning_curves.png``: one panel per variant from its metrics.jsonl: train loss, train accuracy and
+  validation top-1 per epoch (one line per seed).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .._atomic import atomic_path
+from ..metrics import SIZE_BUCKETS
+
+__all__ = ["write_plots"]
+
+_MARKERS = {"299": "o", "151": "o", "79": "o", "naive-79": "v", "upsample-79": "^"}
+_OFFSET = {"naive-79": -6, "upsample-79": 6}  # px, so the three 79 px points do not hide each other
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    _pyplot().close(fig)
+
+
+def _top1_vs_input(report: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    fig, (ax, paper_ax) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]})
+    rows = {r["variant"]: r for r in report["rows"]}
+    stems = [n for n in ("79", "151", "299") if n in rows]
+    if stems:
+        ax.plot([rows[n]["crop"] for n in stems], [100 * rows[n]["top1"] for n in stems], "-", color="C0", alpha=0.5)
+    for i, (name, r) in enumerate(rows.items()):
+        lo, hi = r["top1_ci"]
+        y = 100 * r["top1"]
+        ax.errorbar(r["crop"] + _OFFSET.get(name, 0), y, yerr=[[y - 100 * lo], [100 * hi - y]], fmt=_MARKERS[name],
+                    color=f"C{i}", capsize=4, label=f"{name} ({r['gflops']:.2f} GFLOPs)")
+    ax.set(xlabel="crop side (px, from the original pixels)", ylabel="top-1 (%)",
+           title=f"ours: {report['data']['num_val']:,} validation crops, 95% CI")
+    ax.set_xticks([79, 151, 299])
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    paper = report["paper_table2"]
+    sizes = sorted(int(k) for k in paper)
+    paper_ax.plot(sizes, [100 * paper[str(s)] for s in sizes], "o-", color="gray")
+    for s in sizes:
+        paper_ax.annotate(f"{100 * paper[str(s)]:.1f}", (s, 100 * paper[str(s)]), textcoords="offset points",
+                          xytext=(0, 6), ha="center", fontsize=8)
+    paper_ax.set(xlabel="input side (px)", ylabel="top-1 (%)", title="paper, Table 2 (ILSVRC-12)")
+    paper_ax.set_xticks(sizes)
+    paper_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _top1_by_size(report: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    rows = report["rows"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
+    width = 0.8 / (len(SIZE_BUCKETS) + 1)
+    counts = rows[0]["size_buckets"]
+    groups = [("all", lambda r: r["top1"], report["data"]["num_val"])]
+    groups += [(b, lambda r, b=b: r["size_buckets"][b]["top1"], counts[b]["count"]) for b in SIZE_BUCKETS]
+    for j, (label, value, n) in enumerate(groups):
+        xs = [i + (j - len(groups) / 2 + 0.5) * width for i in range(len(rows))]
+        ys = [100 * (value(r) or 0.0) for r in rows]
+        ax.bar(xs, ys, width, label=f"{label} (n={n})", color=f"C{j}")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r["variant"] for r in rows])
+    ax.set(ylabel="top-1 (%)", title="top-1 by COCO object size (area < 32², < 96², larger)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _curve_panel(ax: Any, name: str, runs: list[dict[str, Any]]) -> None:
+    acc_ax = ax.twinx()
+    for k, run in enumerate(runs):
+        h = run["history"]
+        epochs = [line["epoch"] for line in h]
+        ls = ["-", "--", ":", "-."][k % 4]
+        ax.plot(epochs, [line["train_loss"] for line in h], ls, color="C3", label="train loss" if k == 0 else None)
+        acc_ax.plot(epochs, [100 * line["train_acc"] for line in h], ls, color="C0",
+                    label="train acc" if k == 0 else None)
+        val = [(line["epoch"], 100 * line["val_top1"]) for line in h if line.get("val_top1") is not None]
+        if val:
+            acc_ax.plot(*zip(*val), ls, marker=".", color="C2", label="val top-1" if k == 0 else None)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    acc_ax.set_ylim(bottom=0)
+    ax.set_title(f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})", fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss", color="C3")
+    acc_ax.set_ylabel("%", color="C2")
+    lines = ax.get_legend_handles_labels()
+    more = acc_ax.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center right")
+    ax.grid(alpha=0.3)
+
+
+def _learning_curves(report: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    names = list(report["runs"])
+    cols = min(3, len(names))
+    nrows = -(-len(names) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        _curve_panel(ax, name, report["runs"][name])
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
+    """Write the three PNGs into ``out_dir``; returns their file names (empty without matplotlib)."""
+    try:
+        _pyplot()
+    except ImportError:
+        return []
+    plots = {"top1_vs_input.png": _top1_vs_input, "top1_by_size.png": _top1_by_size,
+             "learning_curves.png": _learning_curves}
+    for name, draw in plots.items():
+        draw(report, out_dir / name)
+    return list(plots)

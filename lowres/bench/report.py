@@ -1,0 +1,384 @@
+"""Aggregate the bench's runs into rows and contrasts, read them against the paper, write report.md/.json.
+
+Numbers are fractions in report.json and percentages (or points) in report.md. Uncertainty:
+
+- **top-1 95% CI** per variant: percentile bootstrap over the validation crops (``lowres.metrics.bootstrap_ci``).
+  With several seeds the bootstrap resamples crops of the per-crop accuracy averaged over seeds (the CI of
+  the seed-mean), and the seeds' standard deviation is reported beside it (training noise).
+- **contrasts** (e.g. 79 - 299): a *paired* bootstrap over the same crops, which is sharper than comparing
+  two intervals; whether the two variants' own intervals overlap is reported too.
+Crops of one image are correlated, so both intervals are somewhat optimistic.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..config import Config
+from ..metrics import SIZE_BUCKETS, bootstrap_ci
+from .variants import PAPER_TABLE2, VARIANTS, BenchSpec
+
+__all__ = ["seed_summary", "paired_difference", "build_report", "reading", "render_markdown", "write_report",
+           "CONTRASTS"]
+
+# (a, b, the paper's top-1 difference a - b in points, or None; what the contrast asks)
+CONTRASTS: list[tuple[str, str, float | None, str]] = [
+    ("79", "299", PAPER_TABLE2[79] - PAPER_TABLE2[299], "low-resolution network of full cost vs the 299 network"),
+    ("151", "299", PAPER_TABLE2[151] - PAPER_TABLE2[299], "151 stem vs the 299 network"),
+    ("79", "151", PAPER_TABLE2[79] - PAPER_TABLE2[151], "79 stem vs 151 stem"),
+    ("naive-79", "79", None, "naive 299 network on 79 px crops vs the dedicated 79 stem (paper: 'much worse')"),
+    ("upsample-79", "79", None, "same pixels: upsampled for the 299 network vs the dedicated 79 stem"),
+    ("upsample-79", "299", None, "same network: 79 px information upsampled vs real 299 px crops"),
+]
+
+
+def seed_summary(correct: np.ndarray, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Top-1 over seeds from a [seeds, crops] 0/1 matrix (same crops in every row).
+
+    ``mean``: mean over seeds; ``per_seed``; ``sd``: standard deviation over seeds (ddof 1; None for one
+    seed); ``ci``: bootstrap interval of the seed-mean, resampling crops of the per-crop mean over seeds.
+    """
+    correct = np.atleast_2d(np.asarray(correct, dtype=np.float64))
+    per_seed = correct.mean(axis=1) if correct.shape[1] else np.full(correct.shape[0], np.nan)
+    sd = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else None
+    return {"mean": float(per_seed.mean()), "per_seed": per_seed.tolist(), "sd": sd, "n_seeds": len(per_seed),
+            "ci": list(bootstrap_ci(correct.mean(axis=0), n_boot=n_boot, ci=ci, seed=seed))}
+
+
+def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray, *, n_boot: int = 1000, ci: float = 0.95,
+                      seed: int = 0) -> dict[str, Any]:
+    """Top-1 of a minus top-1 of b on the same crops ([seeds, crops] each), with a paired bootstrap CI."""
+    diff = (np.atleast_2d(correct_a).astype(np.float64).mean(axis=0)
+            - np.atleast_2d(correct_b).astype(np.float64).mean(axis=0))
+    return {"delta": float(diff.mean()), "ci": list(bootstrap_ci(diff, n_boot=n_boot, ci=ci, seed=seed))}
+
+
+def _common_keys(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Validation crops present in every run (all of them unless a run's data differed)."""
+    runs = [r for rs in results.values() for r in rs]
+    common = set(runs[0]["predictions"]["keys"])
+    for r in runs[1:]:
+        common &= set(r["predictions"]["keys"])
+    return [k for k in runs[0]["predictions"]["keys"] if k in common]
+
+
+def _correct_matrix(runs: Sequence[dict[str, Any]], keys: list[str]) -> np.ndarray:
+    rows = []
+    for r in runs:
+        p = r["predictions"]
+        hit = dict(zip(p["keys"], (np.asarray(p["top1"]) == np.asarray(p["target"])).astype(np.float64)))
+        rows.append([hit[k] for k in keys])
+    return np.asarray(rows, dtype=np.float64).reshape(len(runs), len(keys))
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _buckets(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for b in SIZE_BUCKETS:
+        cells = [r["metrics"]["size_buckets"].get(b, {}) for r in runs]
+        out[b] = {"count": int(cells[0].get("count", 0)), "top1": _mean([c.get("top1") for c in cells])}
+    return out
+
+
+def _row(name: str, runs: list[dict[str, Any]], cost: dict[str, Any], correct: np.ndarray, cfg: Config
+         ) -> dict[str, Any]:
+    v = VARIANTS[name]
+    e = cfg.eval
+    top1 = seed_summary(correct, n_boot=e.bootstrap, ci=e.ci, seed=e.seed)
+    return {
+        "variant": name, "stem": v.stem, "crop": v.crop, "input": v.input_size, "upsample_to": v.upsample_to,
+        "note": v.note, "aux_logits": cfg.model.aux_logits, "width": cfg.model.width,
+        "paper_top1": None if v.paper_top1 is None else v.paper_top1 / 100.0,
+        "seeds": [r["seed"] for r in runs], "count": int(correct.shape[1]),
+        "top1": top1["mean"], "top1_ci": top1["ci"], "top1_sd": top1["sd"], "top1_per_seed": top1["per_seed"],
+        "top5": _mean([r["metrics"]["top5"] for r in runs]),
+        "balanced_accuracy": _mean([r["metrics"]["balanced_accuracy"] for r in runs]),
+        "size_buckets": _buckets(runs),
+        "params": cost["params"], "gflops": cost["gflops"], "images_per_s": cost["images_per_s"],
+        "images_per_s_rounds": cost["rounds"], "throughput_batch": cost["batch"],
+        "train_seconds": _mean([r["train_seconds"] for r in runs]),
+        "train_seconds_per_seed": [r["train_seconds"] for r in runs],
+        "epochs": runs[0]["epochs"], "steps": runs[0]["steps"], "num_train": runs[0]["num_train"],
+        "reused": [bool(r.get("reused")) for r in runs], "resumed": [bool(r.get("resumed")) for r in runs],
+    }
+
+
+def _contrasts(rows: dict[str, dict[str, Any]], matrices: dict[str, np.ndarray], cfg: Config) -> list[dict]:
+    out = []
+    for a, b, paper, question in CONTRASTS:
+        if a not in rows or b not in rows:
+            continue
+        d = paired_difference(matrices[a], matrices[b], n_boot=cfg.eval.bootstrap, ci=cfg.eval.ci, seed=cfg.eval.seed)
+        (alo, ahi), (blo, bhi) = rows[a]["top1_ci"], rows[b]["top1_ci"]
+        out.append({"a": a, "b": b, "question": question, "delta": d["delta"], "ci": d["ci"],
+                    "paper_delta": None if paper is None else paper / 100.0,
+                    "cis_overlap": bool(alo <= bhi and blo <= ahi)})
+    return out
+
+
+def build_report(spec: BenchSpec, results: dict[str, list[dict[str, Any]]], costs: dict[str, dict[str, Any]], *,
+                 configs: dict[str, Config], data: str | None, command: str | None, environment: dict[str, Any],
+                 bench_seconds: float) -> dict[str, Any]:
+    """Everything report.json holds: settings, rows, contrasts, the reading, resolved configs, environment."""
+    keys = _common_keys(results)
+    matrices = {name: _correct_matrix(runs, keys) for name, runs in results.items()}
+    rows = {name: _row(name, runs, costs[name], matrices[name], configs[name]) for name, runs in results.items()}
+    first = results[spec.variants[0]][0]
+    shared = configs[spec.variants[0]]
+    report = {
+        "title": "Table 2 on object crops: top-1 at (almost) constant compute, 79 vs 151 vs 299",
+        "preset": spec.to_dict(), "command": command or "python: lowres.bench.run_bench(...)",
+        "data": {"path": data, "resolved": first["data_dir"], "synthetic": data is None and shared.data.path is None,
+                 "train_split": shared.data.train_split, "val_split": shared.data.val_split,
+                 "boxes": shared.data.boxes, "num_train": first["num_train"], "num_val": len(keys),
+                 "num_classes": first["num_classes"]},
+        "environment": environment, "bench_seconds": bench_seconds,
+        "paper_table2": {str(k): v / 100.0 for k, v in PAPER_TABLE2.items()},
+        "rows": [rows[name] for name in spec.variants],
+        "contrasts": _contrasts(rows, matrices, shared),
+        "configs": {name: cfg.to_dict() for name, cfg in configs.items()},
+        "runs": {name: [{k: r[k] for k in ("seed", "run_dir", "metrics", "history", "train_seconds", "epochs",
+                                           "steps", "weights")} for r in runs] for name, runs in results.items()},
+    }
+    report["reading"] = reading(report)
+    return report
+
+
+# -- the reading ---------------------------------------------------------------------------------------------
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _verdict_vs_number(lo: float, hi: float, paper: float) -> str:
+    has_zero, has_paper = lo <= 0 <= hi, lo <= paper <= hi
+    if has_paper and has_zero:
+        return (f"consistent with the paper's {_pts(paper)} points, but also with no difference: this sample "
+                "cannot tell them apart")
+    if has_paper:
+        return f"agrees with the paper: the interval holds its {_pts(paper)} points and excludes zero"
+    if has_zero:
+        return (f"the paper's {_pts(paper)} points lies outside the interval, which holds zero: no detectable "
+                "difference here")
+    same_sign = (lo > 0) == (paper > 0)
+    if same_sign:
+        size = "larger" if abs(lo + hi) / 2 > abs(paper) else "smaller"
+        return f"same direction as the paper's {_pts(paper)} points, but a {size} gap: agrees in sign only"
+    return f"disagrees with the paper: opposite sign to its {_pts(paper)} points, and the interval excludes zero"
+
+
+def _verdict_sign(lo: float, hi: float, a: str, b: str) -> str:
+    a, b = f"`{a}`", f"`{b}`"
+    if hi < 0:
+        return f"{a} is worse than {b} (the interval excludes zero)"
+    if lo > 0:
+        return f"{a} is better than {b} (the interval excludes zero)"
+    return f"no detectable difference between {a} and {b} (the interval holds zero)"
+
+
+def _contrast_sentence(c: dict[str, Any]) -> str:
+    lo, hi = c["ci"]
+    overlap = "overlap" if c["cis_overlap"] else "do not overlap"
+    head = (f"**{c['a']} - {c['b']}** ({c['question']}): {_pts(c['delta'])} points top-1, paired 95% CI "
+            f"[{_pts(lo)}, {_pts(hi)}]; the two variants' own intervals {overlap}. ")
+    if lo == hi == c["delta"] == 0:
+        return head + "The two were right on exactly the same crops: no difference at all on this sample."
+    if c["paper_delta"] is not None:
+        return head + _capital(_verdict_vs_number(lo, hi, c["paper_delta"])) + "."
+    verdict = _capital(_verdict_sign(lo, hi, c["a"], c["b"]))
+    if c["a"] == "naive-79":
+        agrees = "agrees with" if hi < 0 else "does not confirm"
+        return head + f"{verdict}: this {agrees} the paper's 'much worse'."
+    return head + verdict + "."
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _order_sentence(rows: dict[str, dict[str, Any]]) -> str | None:
+    stems = [n for n in ("299", "151", "79") if n in rows]
+    if len(stems) < 2:
+        return None
+    ours = sorted(stems, key=lambda n: -rows[n]["top1"])
+    ranked = f"{ours[0]} ({100 * rows[ours[0]]['top1']:.1f}%)"
+    for prev, n in zip(ours, ours[1:]):
+        ranked += f" {'>' if rows[prev]['top1'] > rows[n]['top1'] else '='} {n} ({100 * rows[n]['top1']:.1f}%)"
+    tied = len({rows[n]["top1"] for n in stems}) < len(stems)
+    agree = ("a tie, where the paper has" if tied else "the same order as the paper's" if ours == stems
+             else "a different order from the paper's")
+    return f"Order of the three stems by top-1: {ranked}; {agree} 299 > 151 > 79 (76.6 > 76.4 > 75.2)."
+
+
+def _small_sentence(rows: dict[str, dict[str, Any]]) -> str | None:
+    cells = {n: r["size_buckets"]["small"] for n, r in rows.items() if r["size_buckets"]["small"]["top1"] is not None}
+    if not cells:
+        return None
+    best = max(cells, key=lambda n: cells[n]["top1"])
+    parts = ", ".join(f"{n} {100 * c['top1']:.1f}%" for n, c in cells.items())
+    return (f"On small objects (area < 32^2, {next(iter(cells.values()))['count']} crops): {parts}; best: {best}. "
+            "The paper reports no per-size numbers; small buckets are small samples, read them with care.")
+
+
+def _cost_sentence(rows: dict[str, dict[str, Any]]) -> str | None:
+    if "299" not in rows:
+        return None
+    base = rows["299"]
+    parts = [f"{n} {r['gflops'] / base['gflops']:.2f}x the FLOPs and {r['images_per_s'] / base['images_per_s']:.2f}x "
+             "the images/s" for n, r in rows.items() if n != "299"]
+    return (f"Cost relative to 299 ({base['gflops']:.3f} GFLOPs, {base['images_per_s']:.0f} images/s here): "
+            + "; ".join(parts) + ".") if parts else None
+
+
+def reading(report: dict[str, Any]) -> list[str]:
+    """A short plain-language reading generated from the numbers (bullets of report.md)."""
+    rows = {r["variant"]: r for r in report["rows"]}
+    d = report["data"]
+    out = []
+    if d["synthetic"]:
+        out.append("These numbers come from the generated synthetic set: they check the pipeline and say "
+                   "nothing about COCO or the paper.")
+    order = _order_sentence(rows)
+    out += [order] if order else []
+    out += [_contrast_sentence(c) for c in report["contrasts"]]
+    small = _small_sentence(rows)
+    out += [small] if small else []
+    cost = _cost_sentence(rows)
+    out += [cost] if cost else []
+    row0 = report["rows"][0]
+    out.append(f"Scale: the paper trains 1.28M ImageNet images of 1000 classes for 100 epochs at width 1.0; this run "
+               f"trains {d['num_train']:,} crops of {d['num_classes']} classes for {row0['epochs']} epochs at width "
+               f"{row0['width']:g} and tests on {d['num_val']:,} crops. Absolute top-1 is not comparable with Table 2; "
+               "the order and the gaps are what this report compares.")
+    return out
+
+
+# -- Markdown ------------------------------------------------------------------------------------------------
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.{digits}f}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _top1_cell(r: dict[str, Any]) -> str:
+    lo, hi = r["top1_ci"]
+    spread = f" ± {100 * r['top1_sd']:.1f}" if r["top1_sd"] is not None else ""
+    return f"**{_pct(r['top1'])}**{spread} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def _bucket_cell(r: dict[str, Any], bucket: str) -> str:
+    cell = r["size_buckets"][bucket]
+    return f"{_pct(cell['top1'])} ({cell['count']})"
+
+
+def _table(report: dict[str, Any]) -> list[str]:
+    head = ["variant", "network", "crop → input", "top-1 % [95% CI]", "paper top-1 %", "top-5 %", "balanced %",
+            "small % (n)", "medium % (n)", "large % (n)", "params", "GFLOPs", "images/s", "train time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report["rows"]:
+        network = f"{r['stem']} stem" + ("" if r["aux_logits"] else ", no aux head")
+        size = f"{r['crop']} → {r['input']}" if r["upsample_to"] else f"{r['crop']}"
+        cells = [f"`{r['variant']}`", network, size, _top1_cell(r), _pct(r["paper_top1"]) if r["paper_top1"] else "—",
+                 _pct(r["top5"]), _pct(r["balanced_accuracy"]), *(_bucket_cell(r, b) for b in SIZE_BUCKETS),
+                 f"{r['params'] / 1e6:.2f} M", f"{r['gflops']:.3f}", f"{r['images_per_s']:.0f}",
+                 _duration(r["train_seconds"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _contrast_table(report: dict[str, Any]) -> list[str]:
+    lines = ["| contrast | Δ top-1 (points) | paired 95% CI | own CIs overlap | paper Δ (Table 2) |",
+             "|---|---|---|---|---|"]
+    for c in report["contrasts"]:
+        lo, hi = c["ci"]
+        paper = _pts(c["paper_delta"]) if c["paper_delta"] is not None else "—"
+        lines.append(f"| `{c['a']}` − `{c['b']}` | {_pts(c['delta'])} | [{_pts(lo)}, {_pts(hi)}] | "
+                     f"{'yes' if c['cis_overlap'] else 'no'} | {paper} |")
+    return lines
+
+
+def _settings(report: dict[str, Any]) -> list[str]:
+    p, d, env = report["preset"], report["data"], report["environment"]
+    cfg = report["configs"][p["variants"][0]]
+    o, s, t = cfg["optim"], cfg["schedule"], cfg["train"]
+    data = "the generated synthetic set" if d["synthetic"] else f"`{d['path']}`"
+    dirty = " (working tree modified)" if env.get("dirty") else ""
+    return [
+        f"- **Preset** `{p['name']}` ({p['source']}); **data** {data}: train on `{d['train_split']}` "
+        f"({d['num_train']:,} {d['boxes']} crops), report on `{d['val_split']}` ({d['num_val']:,} crops), "
+        f"{d['num_classes']} classes.",
+        f"- **Network** width {cfg['model']['width']:g} (min depth {cfg['model']['min_depth']}), dropout "
+        f"{cfg['model']['dropout']:g}, aux head weight {t['aux_weight']:g} where the input allows it.",
+        f"- **Recipe** (the same for every variant) {o['name']} lr {o['lr']:g}, weight decay {o['weight_decay']:g}, "
+        f"{s['name']} schedule (warm-up {s['warmup_epochs']:g} epochs), {t['epochs']} epochs of batch "
+        f"{t['batch_size']}, label smoothing {t['label_smoothing']:g}, EMA {t['ema_decay'] if t['ema'] else 'off'}, "
+        f"{t['precision']}{', channels_last' if cfg['model']['channels_last'] else ''}; seeds {p['seed_values']}.",
+        f"- **Command** `{report['command']}`",
+        f"- **Commit** `{env['commit']}`{dirty}; torch {env['torch']} on {env['device']} ({env['device_name']}, "
+        f"{env['torch_threads']} threads); whole bench {_duration(report['bench_seconds'])} this invocation.",
+    ]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: settings, our table beside Table 2, paired contrasts, the reading, plots, how to read it."""
+    lines = [f"# {report['title']}", "", *_settings(report), "",
+             "## Result", "", "Paper: Szegedy et al. 2016, Table 2 (ILSVRC-12 top-1 at almost constant compute: "
+             "79x79 75.2%, 151x151 76.4%, 299x299 76.6%). Ours: top-1 on the validation crops with its bootstrap "
+             "95% CI (± the spread over seeds when there are several).", "", *_table(report), "",
+             "## Differences between variants", "", *_contrast_table(report), "",
+             "## Reading", "", *[f"- {s}" for s in report["reading"]], "",
+             "## Plots", "", *[f"![{name}]({name})" for name in report.get("plots", [])], "",
+             "## How to read this report", "",
+             "- *top-1 [CI]*: share of validation crops whose first guess is right; the interval is a percentile "
+             "bootstrap over crops (crops of one image are correlated, so it is somewhat optimistic).",
+             "- *Δ and paired CI*: the difference of two variants on the same crops, bootstrapped per crop; it is "
+             "sharper than comparing the two intervals. An interval holding zero means no detectable difference.",
+             "- *balanced*: mean per-class accuracy (COCO crops are dominated by a few classes, 'person' first).",
+             "- *small / medium / large*: top-1 per COCO size bucket (object area < 32², < 96², larger) with counts.",
+             "- *GFLOPs*: one forward pass at the variant's model input (multiply-add = 2). *images/s*: inference "
+             "on this machine, model forward only, same batch for all, fastest of interleaved rounds after warm-up. "
+             "*train time*: the epochs' wall time including each epoch's validation pass.",
+             "- `naive-79` cannot use the auxiliary head (the 299 stem's head needs a 299 input), so it trains "
+             "without it; every other setting is shared.", ""]
+    return "\n".join(lines)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return x
+
+
+_NUMBER_LIST = re.compile(r"\[\s*((?:-?[\d.eE+-]+,\s*)*-?[\d.eE+-]+)\s*\]")
+
+
+def dumps_compact(data: Any) -> str:
+    """Indented JSON with every list of plain numbers on one line (confusion matrices stay readable)."""
+    text = json.dumps(_jsonable(data), indent=1)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write report.json (everything) and report.md into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
+    for key, text in (("json", dumps_compact(report) + "\n"), ("md", render_markdown(report))):
+        with atomic_path(paths[key]) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    return paths

@@ -1,0 +1,235 @@
+"""``run_bench``: train and evaluate every variant x seed, measure their cost, write the report.
+
+Layout of REPORT_DIR::
+
+    report.md, report.json, top1_vs_input.png, top1_by_size.png, learning_curves.png
+    runs/<variant>/seed<k>/    a plain ``lowres train`` run folder (config.yaml, metrics.jsonl, last.pt,
+                               best.pt, val_metrics.json) plus result.json: the bench's evaluation of the
+                               final (EMA) weights on the validation split, with per-crop predictions
+
+Resumable: a run folder with a result.json of the same config is reused as is (not retrained, not
+re-evaluated); one without (interrupted) continues from its last.pt through the training code's own
+resume; a run folder of another config is an error that names the differing keys (choose another --out).
+Costs (parameters, GFLOPs, images/s) are measured afresh on every invocation, for all variants in the
+same process, so the speed column always compares like with like.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .._atomic import atomic_write_json
+from ..config import Config
+from ..metrics import classification_metrics
+from ..training import checkpoint as ckpt
+from ..training.data import eval_loader, load_split_data, resolve_data_dir
+from ..training.distributed import DistEnv, resolve_device
+from ..training.engine import predict
+from ..training.evaluate import model_from_state
+from ..training.run import train
+from .measure import measure_throughput, profile_variant
+from .variants import VARIANTS, BenchSpec, variant_config
+
+__all__ = ["BenchError", "run_bench", "run_variant", "evaluate_run", "config_differences", "RUNTIME_KEYS"]
+
+Log = Callable[[str], None]
+
+# Keys that change where or how fast a run goes, not what it learns: a finished run is reused across them.
+RUNTIME_KEYS = frozenset({"data.cache_dir", "data.num_workers", "train.threads", "train.device",
+                          "train.checkpoint_every"})
+
+
+class BenchError(RuntimeError):
+    """A report folder holds runs of another configuration, or a run cannot be read back."""
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _quiet_repeats(log: Log) -> Log:
+    """Each distinct note once (the synthetic-data note would repeat per variant), and no training-code
+    note about a missing checkpoint: the bench always asks to resume and a fresh start is the normal case."""
+    seen: set[str] = set()
+
+    def emit(message: str) -> None:
+        if message in seen or message.startswith("--resume: no checkpoint"):
+            return
+        if message.startswith("note:"):
+            seen.add(message)
+        log(message)
+
+    return emit
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``['train.epochs: 8 -> 10', ...]`` over every key but :data:`RUNTIME_KEYS`."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
+            if key not in RUNTIME_KEYS and a.get(key) != b.get(key)]
+
+
+def _check_same_config(run_dir: Path, old: dict[str, Any], cfg: Config, what: str) -> None:
+    diff = config_differences(old, cfg.to_dict())
+    if diff:
+        raise BenchError(f"{run_dir} holds a {what} of another configuration ({'; '.join(diff[:6])}"
+                         f"{'; ...' if len(diff) > 6 else ''}): use another --out, or delete that folder to retrain")
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def evaluate_run(cfg: Config, run_dir: Path, log: Log = _stderr) -> dict[str, Any]:
+    """Evaluate the run's final checkpoint (EMA weights when configured) on the validation split.
+
+    The same functions as ``lowres eval`` (``predict``, ``classification_metrics``), plus the per-crop
+    predictions the report needs for seed aggregation and paired comparisons between variants.
+    """
+    from detection_bridge.records import CategoryMap
+
+    env = DistEnv(device=resolve_device(cfg.train.device))
+    state = ckpt.load_checkpoint(run_dir / "last.pt", map_location="cpu")
+    cmap = CategoryMap.from_dict(state["category_map"])
+    data_dir = resolve_data_dir(cfg, env=env, log=lambda m: None)
+    split = load_split_data(data_dir, cfg.data.val_split, cfg, train=False, env=env, log=lambda m: None,
+                            category_map=cmap)
+    model, weights = model_from_state(state, use_ema=cfg.eval.use_ema)
+    out = predict(model.to(env.device), eval_loader(split, cfg), device=env.device, precision=cfg.train.precision,
+                  channels_last=cfg.model.channels_last)
+    records = [split.records[i] for i in out["indices"]]
+    metrics = classification_metrics(out["topk"], out["targets"], num_classes=cmap.num_classes,
+                                     class_names=cmap.names, size_buckets=[r.size_bucket for r in records],
+                                     background_label=cmap.background_label, n_boot=cfg.eval.bootstrap,
+                                     ci=cfg.eval.ci, seed=cfg.eval.seed, loss=out["loss"])
+    topk, targets = out["topk"], out["targets"]
+    predictions = {"keys": [f"{r.source}:{r.source_id}" for r in records],
+                   "size_bucket": [r.size_bucket for r in records], "target": targets.tolist(),
+                   "top1": topk[:, 0].tolist(), "top5_hit": (topk[:, :5] == targets[:, None]).any(axis=1)
+                   .astype(int).tolist()}
+    log(f"  val: top-1 {metrics['top1']:.4f} on {metrics['count']} crops ({weights} weights, epoch {state['epoch']})")
+    return {"metrics": metrics, "predictions": predictions, "weights": weights, "epochs": int(state["epoch"]),
+            "steps": int(state["global_step"]), "num_classes": cmap.num_classes, "data_dir": str(data_dir)}
+
+
+def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: bool = True,
+                log: Log = _stderr) -> dict[str, Any]:
+    """Train (or resume, or reuse) one variant x seed in ``run_dir`` and return its result dict."""
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+        _check_same_config(run_dir, result["config"], cfg, "finished run")
+        log(f"{name} seed {seed}: finished earlier ({result_path}); not retrained")
+        return {**result, "reused": True}
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        _check_same_config(run_dir, yaml.safe_load(saved.read_text(encoding="utf-8")), cfg, "training run")
+    resumed = (run_dir / "last.pt").is_file()
+    summary = train(cfg, run_dir, resume=True, progress=progress, log=log)
+    result = evaluate_run(cfg, run_dir, log)
+    history = _history(run_dir)
+    result.update(variant=name, seed=seed, config=cfg.to_dict(), history=history, resumed=resumed,
+                  train_seconds=float(sum(line.get("seconds", 0.0) for line in history)),
+                  last_invocation_seconds=float(summary["wall_seconds"]), run_dir=str(run_dir),
+                  num_train=int(summary["num_train"]))
+    atomic_write_json(result_path, result, indent=1)
+    return {**result, "reused": False}
+
+
+def _git_commit() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
+
+
+def environment(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the speed and time columns were measured on."""
+    import torch
+
+    device = resolve_device(cfg["train"]["device"])
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
+                                                                             platform.machine())
+    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "device": str(device), "device_name": name, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), **_git_commit()}
+
+
+def _costs(spec: BenchSpec, configs: dict[str, Config], results: dict[str, list[dict[str, Any]]],
+           log: Log) -> dict[str, dict[str, Any]]:
+    log(f"measuring parameters, GFLOPs and inference images/s of {len(configs)} variants "
+        f"(batch {spec.throughput.batch}, {spec.throughput.rounds} interleaved rounds)")
+    jobs = {name: (cfg, int(results[name][0]["num_classes"]), VARIANTS[name].input_size)
+            for name, cfg in configs.items()}
+    speed = measure_throughput(jobs, spec.throughput)
+    return {name: {**profile_variant(cfg, n, size), **speed[name]} for name, (cfg, n, size) in jobs.items()}
+
+
+def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None = None, command: str | None = None,
+              progress: bool = True, log: Log = _stderr) -> dict[str, Any]:
+    """Run the benchmark of ``spec`` into ``out_dir`` and write report.md, report.json and the plots.
+
+    ``data``: a coco-mini-layout folder (train on ``data.train_split``, report on ``data.val_split``);
+    None = the generated synthetic set (printed as a note). Returns the report dict (report.json).
+    """
+    from .plots import write_plots
+    from .report import build_report, write_report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = _quiet_repeats(log)
+    if data is None and spec.config["data"]["path"] is None:
+        log("note: no --data given: the bench runs on the generated synthetic set; its numbers check the "
+            "pipeline and say nothing about COCO or the paper")
+    elif data is not None:
+        data = str(Path(data).expanduser().resolve())
+    start = time.perf_counter()
+    results: dict[str, list[dict[str, Any]]] = {}
+    configs: dict[str, Config] = {}
+    for name in spec.variants:
+        variant = VARIANTS[name]
+        for seed in spec.seed_values():
+            cfg = variant_config(spec.config, variant, seed=seed, data=data)
+            configs.setdefault(name, cfg)
+            log(f"== {name}: {variant.note} (seed {seed})")
+            results.setdefault(name, []).append(
+                run_variant(cfg, out / "runs" / name / f"seed{seed}", name=name, seed=seed, progress=progress,
+                            log=log))
+    costs = _costs(spec, configs, results, log)
+    report = build_report(spec, results, costs, configs=configs, data=data, command=command,
+                          environment=environment(spec.config), bench_seconds=time.perf_counter() - start)
+    report["plots"] = write_plots(report, out)
+    if not report["plots"]:
+        log("note: matplotlib is not installed, so no plots were drawn (pip install 'lowres[report]')")
+    paths = write_report(report, out)
+    log(f"report: {paths['md']} ({paths['json'].name}, {', '.join(report['plots'])})")
+    return report
