@@ -260,11 +260,13 @@ def export(checkpoint: str, fmt: str, out_file: str, softmax: bool, no_ema: bool
               help="Bench preset: smoke | cpu | paper (configs/bench_NAME.yaml) or a YAML file.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
               help="coco-mini-layout folder (train on train, report on val); default: the generated synthetic set.")
-@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Training seeds per variant (preset's default: 1).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Training seeds per variant (preset's default: 1).")
 @click.option("--variants", default=None, metavar="LIST",
               help="Comma-separated subset of 299,151,79,naive-79,upsample-79 (default: the preset's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override the shared training config (train.epochs=3) or the bench section (bench.throughput.batch=16).")
+              help="Override the shared training config (train.epochs=3) or the bench section "
+                   "(bench.throughput.batch=16).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Report folder: report.md, report.json, PNG plots, runs/<variant>/seed<k>/.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
