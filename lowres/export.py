@@ -42,12 +42,18 @@ class ExportableClassifier(nn.Module):
         return logits.softmax(dim=1) if self.softmax else logits
 
 
-def export_metadata(model: nn.Module, category_map: Any, geometry: Any, *, softmax: bool, fmt: str) -> dict[str, Any]:
-    """The JSON that says how to feed the exported model and what its outputs mean."""
+def export_metadata(model: nn.Module, category_map: Any, geometry: Any, *, softmax: bool, fmt: str,
+                    input_size: int | None = None, crop_size: int | None = None) -> dict[str, Any]:
+    """The JSON that says how to feed the exported model and what its outputs mean.
+
+    ``input_size`` (default: the stem's) is the side the model takes; ``crop_size`` the side to cut from the
+    image before a bilinear resize to ``input_size`` (they differ only for upsample-79 checkpoints).
+    """
     from . import __version__
 
-    size = int(getattr(model, "stem"))
-    return {"format": fmt, "lowres_version": __version__, "stem": size, "input_size": size,
+    size = int(input_size or getattr(model, "stem"))
+    return {"format": fmt, "lowres_version": __version__, "stem": int(getattr(model, "stem")), "input_size": size,
+            "crop_size": int(crop_size or size),
             "width": getattr(model, "width", None), "num_classes": category_map.num_classes,
             "class_names": category_map.names, "category_map": category_map.to_dict(),
             "background_label": category_map.background_label, "geometry": geometry.to_dict(),
@@ -82,14 +88,16 @@ def _export_onnx(module: ExportableClassifier, example: Tensor, tmp: Path, meta_
 
 
 def export_model(model: nn.Module, out: str | os.PathLike, fmt: str, *, category_map: Any, geometry: Any,
-                 softmax: bool = False, opset: int = DEFAULT_OPSET) -> Path:
+                 softmax: bool = False, opset: int = DEFAULT_OPSET, input_size: int | None = None,
+                 crop_size: int | None = None) -> Path:
     """Export ``model`` (a lowres model) to ``out`` in ``fmt``; writes ``out`` and ``out.json`` atomically."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     module = ExportableClassifier(model, softmax).cpu().float()
-    size = int(getattr(model, "stem"))
+    size = int(input_size or getattr(model, "stem"))
     example = torch.zeros(2, 3, size, size)  # batch 2: a batch of 1 would let the exporter specialise it
-    meta = export_metadata(model, category_map, geometry, softmax=softmax, fmt=fmt)
+    meta = export_metadata(model, category_map, geometry, softmax=softmax, fmt=fmt, input_size=size,
+                           crop_size=crop_size)
     meta_json = json.dumps(meta)
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -106,8 +114,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt
     """:func:`export_model` for a ``lowres train`` checkpoint (its EMA weights by default)."""
     from .rcnn.checkpoints import load_for_inference
 
-    model, category_map, geometry = load_for_inference(checkpoint, use_ema=use_ema)
-    return export_model(model, out, fmt, category_map=category_map, geometry=geometry, softmax=softmax, opset=opset)
+    loaded = load_for_inference(checkpoint, use_ema=use_ema)
+    return export_model(loaded.model, out, fmt, category_map=loaded.category_map, geometry=loaded.geometry,
+                        softmax=softmax, opset=opset, input_size=loaded.input_size, crop_size=loaded.crop_size)
 
 
 def load_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detection_bridge.boxes import CropGeometry
@@ -61,7 +62,9 @@ class SecondStage(nn.Module):
 
     ``model``: a lowres model (any classifier returning logits in eval mode works). ``category_map``: its
     label space (``num_classes`` must match the model's outputs). ``geometry``: how a box becomes a crop, as
-    in training. ``input_size``: crop side (default ``model.stem``). ``chunk_size``: crops per roi_align and
+    in training. ``input_size``: side the model sees (default ``model.stem``). ``crop_size``: side cut from
+    the image (default ``input_size``); when smaller, crops are upsampled bilinearly to ``input_size``, as the
+    benchmark's upsample-79 variant was trained. ``chunk_size``: crops per roi_align and
     model call (bounds memory). ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the
     device supports it natively). ``sampling_ratio``: roi_align's; -1 (adaptive) is the area filter that
     matches the bridge's antialiased crops. ``channels_last``: run the model in NHWC memory format (the model
@@ -74,7 +77,7 @@ class SecondStage(nn.Module):
 
     def __init__(self, model: nn.Module, category_map: CategoryMap, geometry: CropGeometry = CropGeometry(),
                  input_size: int | None = None, *, chunk_size: int = DEFAULT_CHUNK, precision: str = "auto",
-                 sampling_ratio: int = -1, channels_last: bool = True) -> None:
+                 sampling_ratio: int = -1, channels_last: bool = True, crop_size: int | None = None) -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -90,6 +93,7 @@ class SecondStage(nn.Module):
             self.model.to(memory_format=torch.channels_last)
         self.category_map, self.geometry = category_map, geometry
         self.input_size = int(input_size or getattr(model, "stem"))
+        self.crop_size = int(crop_size or self.input_size)
         self.chunk_size, self.precision, self.sampling_ratio = int(chunk_size), precision, int(sampling_ratio)
 
     # -- construction ------------------------------------------------------------------------------------
@@ -100,8 +104,9 @@ class SecondStage(nn.Module):
         to the constructor (``chunk_size``, ``precision``, ``sampling_ratio``, ``channels_last``)."""
         from .checkpoints import load_for_inference
 
-        model, category_map, geometry = load_for_inference(path, use_ema=use_ema)
-        return cls(model, category_map, geometry, **kwargs).to(device)
+        loaded = load_for_inference(path, use_ema=use_ema)
+        kwargs.setdefault("crop_size", loaded.crop_size)
+        return cls(loaded.model, loaded.category_map, loaded.geometry, loaded.input_size, **kwargs).to(device)
 
     def train(self, mode: bool = True) -> "SecondStage":
         super().train(mode)
@@ -119,7 +124,7 @@ class SecondStage(nn.Module):
 
     def metadata(self) -> dict[str, Any]:
         """What a consumer of the model's outputs needs: input size, classes, crop geometry."""
-        return {"input_size": self.input_size, "stem": getattr(self.model, "stem", self.input_size),
+        return {"input_size": self.input_size, "crop_size": self.crop_size, "stem": getattr(self.model, "stem", self.input_size),
                 "num_classes": self.num_classes, "class_names": self.category_map.names,
                 "category_map": self.category_map.to_dict(), "geometry": self.geometry.to_dict()}
 
@@ -134,6 +139,8 @@ class SecondStage(nn.Module):
         """Softmax of the model over normalised crops ``(N, 3, S, S)`` (one chunk), as float32."""
         device = self.device
         crops = crops.to(device)
+        if crops.shape[-1] != self.input_size:  # upsample-79: as lowres.training.data.UpsampledDataset
+            crops = F.interpolate(crops, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         if self.channels_last:
             crops = crops.contiguous(memory_format=torch.channels_last)
         with self._autocast(device):
@@ -160,7 +167,7 @@ class SecondStage(nn.Module):
         # batch holds only images that have boxes: renumber the regions' image index accordingly
         remap = torch.cumsum(torch.tensor([n > 0 for n in counts], device=image_device), 0) - 1
         regions[:, 0] = remap[regions[:, 0].long()].to(regions.dtype)
-        chunks = iter_roi_crops(batch, regions, self.input_size, chunk_size=self.chunk_size,
+        chunks = iter_roi_crops(batch, regions, self.crop_size, chunk_size=self.chunk_size,
                                 sampling_ratio=self.sampling_ratio)
         probs = torch.cat([self.probabilities_of_crops(crops) for crops in chunks])
         return list(probs.split(counts))

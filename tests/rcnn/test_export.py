@@ -17,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:F
 
 
 def _eager(checkpoint: Path, x: torch.Tensor, softmax: bool) -> torch.Tensor:
-    model, _, _ = load_for_inference(checkpoint)
+    model, *_ = load_for_inference(checkpoint)
     with torch.no_grad():
         logits = model(x)
     return logits.softmax(1) if softmax else logits

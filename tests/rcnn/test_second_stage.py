@@ -109,7 +109,7 @@ def test_from_checkpoint_uses_ema_weights_and_the_training_geometry(checkpoint: 
     assert stage.geometry.mode == "square" and abs(stage.geometry.context - 227 / 195) < 1e-12
     for name, value in tiny_model.state_dict().items():
         torch.testing.assert_close(stage.model.state_dict()[name], value)
-    model, _, _ = load_for_inference(checkpoint, use_ema=False)
+    model, *_ = load_for_inference(checkpoint, use_ema=False)
     assert not model.training
     with pytest.raises(Exception, match="no checkpoint"):
         SecondStage.from_checkpoint(checkpoint.parent / "missing.pt")
@@ -125,3 +125,26 @@ def test_bf16_agrees_with_fp32(stage: SecondStage) -> None:
     assert bf16.dtype == torch.float32 and (bf16 - fp32).abs().max() < 1e-2
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+
+
+def test_upsample_checkpoint_crops_small_and_feeds_the_model_its_input_size(tmp_path: Path, cmap_bg: CategoryMap) -> None:
+    """A checkpoint trained on 79 px crops upsampled to 299 (the benchmark's upsample-79) is used the same way."""
+    from lowres.config import Config
+    from lowres.export import export_checkpoint, load_metadata
+    from lowres.training.checkpoint import save_checkpoint
+
+    model = build_model(299, cmap_bg.num_classes, width=0.125, min_depth=8).eval()
+    cfg = Config.from_dict({"model": {"stem": 299, "width": 0.125, "min_depth": 8},
+                            "crop": {"size": 79, "upsample_to": 299}})
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": model.state_dict(), "ema": None, "config": cfg.to_dict(),
+                     "category_map": cmap_bg.to_dict(), "stem": 299, "num_classes": cmap_bg.num_classes}, path)
+    stage = SecondStage.from_checkpoint(path, precision="fp32")
+    assert (stage.crop_size, stage.input_size) == (79, 299)
+    seen: list[tuple[int, ...]] = []
+    stage.model.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    images, boxes = _images_and_boxes()
+    probs = stage.classify(images, boxes)
+    assert [p.shape[0] for p in probs] == [3, 2, 0] and seen and all(s[-2:] == (299, 299) for s in seen)
+    meta = load_metadata(export_checkpoint(path, tmp_path / "m.pt", "torchscript"))
+    assert (meta["crop_size"], meta["input_size"], meta["stem"]) == (79, 299, 299)
