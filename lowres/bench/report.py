@@ -238,6 +238,24 @@ def _cost_sentence(rows: dict[str, dict[str, Any]]) -> str | None:
             + "; ".join(parts) + ".") if parts else None
 
 
+def _baseline_sentence(report: dict[str, Any]) -> str | None:
+    """The score of always answering the most frequent class: the floor every top-1 must be read against."""
+    runs = next(iter(report.get("runs", {}).values()), None)
+    per_class = runs[0]["metrics"].get("per_class") if runs else None
+    if not per_class:
+        return None
+    total = sum(c["count"] for c in per_class)
+    top = max(per_class, key=lambda c: c["count"])
+    if not total:
+        return None
+    share = top["count"] / total
+    best = max(report["rows"], key=lambda r: r["top1"] or 0.0)
+    return (f"Floor: the most frequent class, '{top['name']}', is {_pct(share)}% of the validation crops, so always "
+            f"answering it scores {_pct(share)}% top-1; the best variant ({best['variant']}, {_pct(best['top1'])}%) is "
+            f"{(best['top1'] - share) * 100:+.1f} points above that floor, and balanced accuracy (mean per-class "
+            "accuracy) shows how much of the rest the networks learned.")
+
+
 def reading(report: dict[str, Any]) -> list[str]:
     """A short plain-language reading generated from the numbers (bullets of report.md)."""
     rows = {r["variant"]: r for r in report["rows"]}
@@ -246,6 +264,8 @@ def reading(report: dict[str, Any]) -> list[str]:
     if d["synthetic"]:
         out.append("These numbers come from the generated synthetic set: they check the pipeline and say "
                    "nothing about COCO or the paper.")
+    baseline = _baseline_sentence(report)
+    out += [baseline] if baseline else []
     order = _order_sentence(rows)
     out += [order] if order else []
     out += [_contrast_sentence(c) for c in report["contrasts"]]
