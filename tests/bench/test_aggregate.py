@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from lowres.bench.report import _contrast_sentence, _verdict_vs_number, paired_difference, seed_summary
+from lowres.bench.reading import _contrast_sentence, _verdict_vs_number
+from lowres.bench.report import paired_difference, seed_summary
 
 
 def test_seed_summary_mean_spread_and_interval_of_the_seed_mean():
