@@ -209,10 +209,11 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
         raise click.UsageError("--annotations needs --images")
     fusions = list(FUSIONS) if fusion == "all" else [fusion]
     try:
-        import torch
         from tqdm.auto import tqdm
 
-        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        from .training.distributed import resolve_device
+
+        dev = resolve_device(device)
         stage = SecondStage.from_checkpoint(checkpoint, dev, use_ema=not no_ema, chunk_size=chunk_size,
                                             precision=precision)
         with tqdm(desc="rescore", unit="img", disable=no_progress, dynamic_ncols=True) as bar:

@@ -28,12 +28,10 @@ import yaml
 
 from .._atomic import atomic_write_json
 from ..config import Config
-from ..metrics import classification_metrics
 from ..training import checkpoint as ckpt
-from ..training.data import eval_loader, load_split_data, resolve_data_dir
+from ..training.data import load_split_data, resolve_data_dir
 from ..training.distributed import DistEnv, resolve_device
-from ..training.engine import predict
-from ..training.evaluate import model_from_state
+from ..training.evaluate import evaluate_with_predictions, model_from_state
 from ..training.run import train
 from .measure import measure_throughput, profile_variant
 from .variants import VARIANTS, BenchSpec, variant_config
@@ -104,8 +102,8 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
 def evaluate_run(cfg: Config, run_dir: Path, log: Log = _stderr) -> dict[str, Any]:
     """Evaluate the run's final checkpoint (EMA weights when configured) on the validation split.
 
-    The same functions as ``lowres eval`` (``predict``, ``classification_metrics``), plus the per-crop
-    predictions the report needs for seed aggregation and paired comparisons between variants.
+    The same evaluation as ``lowres eval`` (``evaluate_with_predictions``), keeping the per-crop predictions
+    the report needs for seed aggregation and paired comparisons between variants.
     """
     from detection_bridge.records import CategoryMap
 
@@ -116,13 +114,8 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Log = _stderr) -> dict[str, An
     split = load_split_data(data_dir, cfg.data.val_split, cfg, train=False, env=env, log=lambda m: None,
                             category_map=cmap)
     model, weights = model_from_state(state, use_ema=cfg.eval.use_ema)
-    out = predict(model.to(env.device), eval_loader(split, cfg), device=env.device, precision=cfg.train.precision,
-                  channels_last=cfg.model.channels_last)
+    metrics, out = evaluate_with_predictions(model.to(env.device), split, cfg, env.device)
     records = [split.records[i] for i in out["indices"]]
-    metrics = classification_metrics(out["topk"], out["targets"], num_classes=cmap.num_classes,
-                                     class_names=cmap.names, size_buckets=[r.size_bucket for r in records],
-                                     background_label=cmap.background_label, n_boot=cfg.eval.bootstrap,
-                                     ci=cfg.eval.ci, seed=cfg.eval.seed, loss=out["loss"])
     topk, targets = out["topk"], out["targets"]
     predictions = {"keys": [f"{r.source}:{r.source_id}" for r in records],
                    "size_bucket": [r.size_bucket for r in records], "target": targets.tolist(),

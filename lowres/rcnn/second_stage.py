@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from detection_bridge.boxes import CropGeometry
 from detection_bridge.records import CategoryMap
 
+from ..training.recipe import autocast
 from .crops import batch_images, check_boxes, check_images, context_regions, iter_roi_crops
 from .fusion import FUSIONS, LabelSpace, fuse
 
@@ -44,11 +45,11 @@ def bf16_supported(device: torch.device) -> bool:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> ``bf16`` where the device runs it natively, else ``fp32``; explicit choices pass through.
 
-    bf16 is the default where native because it is much faster (one measurement on an AVX512-BF16 CPU, 16
-    crops at stem 79, width 1.0, both NHWC: 0.35 s against 2.85 s in fp32). Its accuracy cost is measured by ``benchmarks/second_stage_latency.py --check-bf16``:
-    with random weights (no class margin, a pessimistic bound) top-1 agrees with fp32 on 87.5 % of 80 coco-mini
-    val crops and probabilities differ by at most 0.06; re-measure with a trained checkpoint, and pass
-    ``precision="fp32"`` where agreement matters more than latency.
+    bf16 is the default where native because it is much faster (100 boxes at stem 79, width 1.0, NHWC on an
+    AVX512-BF16 CPU: 2.16 s against 4.19 s in fp32, ``benchmarks/second_stage_latency.py``). Its accuracy cost,
+    measured by ``benchmarks/second_stage_latency.py --check-bf16`` with the trained coco-mini second stage:
+    top-1 agrees with fp32 on all 291 val crops, probabilities differ by at most 0.0074. Pass
+    ``precision="fp32"`` where exact agreement matters more than latency.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -130,9 +131,7 @@ class SecondStage(nn.Module):
 
     # -- classification ----------------------------------------------------------------------------------
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if resolve_precision(self.precision, device) == "bf16":
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(device, resolve_precision(self.precision, device))
 
     @torch.no_grad()
     def probabilities_of_crops(self, crops: Tensor) -> Tensor:

@@ -27,6 +27,13 @@ __all__ = ["evaluate_model", "evaluate_checkpoint", "load_model_from_checkpoint"
 def evaluate_model(model: nn.Module, split: SplitData, cfg: Config, device: torch.device) -> dict[str, Any]:
     """Every evaluation number for ``model`` on ``split``: see ``classification_metrics`` for the keys,
     plus ``seconds`` and ``images_per_s`` of the pass."""
+    return evaluate_with_predictions(model, split, cfg, device)[0]
+
+
+def evaluate_with_predictions(model: nn.Module, split: SplitData, cfg: Config, device: torch.device
+                              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``evaluate_model``'s metrics and the per-crop ``predict`` output behind them (``topk``, ``targets``,
+    ``indices`` into ``split.records``): the benchmark pairs variants crop by crop."""
     loader = eval_loader(split, cfg)
     start = time.perf_counter()
     out = predict(model, loader, device=device, precision=cfg.train.precision, channels_last=cfg.model.channels_last)
@@ -39,7 +46,7 @@ def evaluate_model(model: nn.Module, split: SplitData, cfg: Config, device: torc
                                      ci=cfg.eval.ci, seed=cfg.eval.seed, loss=out["loss"])
     metrics["seconds"] = seconds
     metrics["images_per_s"] = metrics["count"] / max(seconds, 1e-9)
-    return metrics
+    return metrics, out
 
 
 def _eval_config(state: dict[str, Any], *, data: str | None, boxes: str | None, detections_file: str | None,
