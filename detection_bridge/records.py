@@ -88,6 +88,7 @@ class CategoryMap:
     category_ids: tuple[int, ...]
     category_names: tuple[str, ...]
     background: bool = False
+    keys: tuple[str, ...] = ()  # class-folder names (ImageNet WordNet ids) for ImageNet-layout data; () for COCO
 
     def __post_init__(self) -> None:
         ids = tuple(int(c) for c in self.category_ids)
@@ -101,6 +102,9 @@ class CategoryMap:
             raise ValueError("category_ids must be sorted ascending; use CategoryMap.from_coco")
         object.__setattr__(self, "category_ids", ids)
         object.__setattr__(self, "category_names", tuple(str(n) for n in self.category_names))
+        object.__setattr__(self, "keys", tuple(str(k) for k in self.keys))
+        if self.keys and len(self.keys) != len(ids):
+            raise ValueError("keys and category_ids differ in length")
         object.__setattr__(self, "_label_of", {c: i for i, c in enumerate(ids)})
 
     @classmethod
@@ -150,11 +154,12 @@ class CategoryMap:
 
     def to_dict(self) -> dict[str, Any]:
         return {"category_ids": list(self.category_ids), "names": list(self.category_names),
-                "background": self.background}
+                "background": self.background, **({"keys": list(self.keys)} if self.keys else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CategoryMap":
-        return cls(tuple(data["category_ids"]), tuple(data["names"]), bool(data.get("background", False)))
+        return cls(tuple(data["category_ids"]), tuple(data["names"]), bool(data.get("background", False)),
+                   tuple(data.get("keys", ())))
 
 
 def records_to_dicts(records: Sequence[CropRecord]) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = None  # coco-mini-layout folder; None = the generated synthetic set
+    path: Optional[str] = None  # COCO-layout or ImageNet-layout folder (detected); None = the synthetic set
     train_split: str = "train"  # annotations/instances_{split}.json used for training
     val_split: str = "val"  # split used for validation during training
     boxes: Literal["gt", "detections", "both"] = "gt"  # ground-truth boxes, a detector's (IoU-labelled), or both
@@ -54,6 +54,8 @@ class DataConfig:
     max_train: Optional[int] = None  # use only the first N training crops (smoke tests)
     max_val: Optional[int] = None  # use only the first N validation crops (smoke tests)
     synthetic_seed: int = 0  # seed of the generated synthetic set when no path is given
+    decode_cache_gb: float = 8.0  # ImageNet layout: decode every image once into a memory-mapped store when the
+    #                               decoded originals take at most this many GB (small data); else decode per epoch
 
 
 @dataclass
@@ -63,6 +65,8 @@ class CropConfig:
     margin: float = 0.2  # the cache stores this much extra context around each crop for the box jitter
     size: Optional[int] = None  # crop side cut from the original pixels; None = the stem's input size
     upsample_to: Optional[int] = None  # resize crops (bilinear) to this side before the model; None = no resize
+    central_fraction: float = 0.875  # ImageNet layout, evaluation: the central square of this fraction of the
+    #                                  shorter side (TF's central_crop(0.875); torchvision's 299/342)
 
 
 @dataclass
@@ -72,6 +76,8 @@ class AugmentConfig:
     box_scale_max: float = 1.15
     aspect_min: float = 0.75  # aspect-ratio jitter of that region (Inception-style, kept mild)
     aspect_max: float = 4 / 3
+    area_min: float = 0.08  # ImageNet layout: area fraction of the random training region (Inception's
+    area_max: float = 1.0  # "distorted bounding box", torchvision's RandomResizedCrop scale)
     hflip: float = 0.5  # horizontal flip probability
     color: float = 0.2  # brightness/contrast/saturation jitter strength
     hue: float = 0.02  # hue jitter
@@ -248,6 +254,10 @@ def _check_ranges(cfg: Config, source: str) -> None:
     for key, value in unit.items():
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{source}: '{key}' must be in [0, 1], got {value!r}")
+    if not (0.0 < cfg.augment.area_min <= cfg.augment.area_max <= 1.0 and 0.0 < cfg.crop.central_fraction <= 1.0
+            and cfg.data.decode_cache_gb >= 0.0):
+        raise ConfigError(f"{source}: need 0 < augment.area_min <= augment.area_max <= 1, 0 < crop.central_fraction"
+                          f" <= 1 and data.decode_cache_gb >= 0")
     for key, value in {"crop.size": cfg.crop.size, "crop.upsample_to": cfg.crop.upsample_to}.items():
         if value is not None and value < 8:
             raise ConfigError(f"{source}: '{key}' must be null or >= 8 pixels, got {value!r}")

@@ -81,8 +81,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``['train.epochs: 8 -> 10', ...]`` over every key but :data:`RUNTIME_KEYS`."""
     a, b = _flatten(old), _flatten(new)
+    defaults = _flatten(Config().to_dict())
+    # A key added to the config since the run was made, at its default value, changes nothing it learnt.
     return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
-            if key not in RUNTIME_KEYS and a.get(key) != b.get(key)]
+            if key not in RUNTIME_KEYS and a.get(key) != b.get(key)
+            and not (key not in a and key in defaults and b.get(key) == defaults[key])]
 
 
 def _check_same_config(run_dir: Path, old: dict[str, Any], cfg: Config, what: str) -> None:

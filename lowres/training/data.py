@@ -41,9 +41,10 @@ def default_cache_root(cfg: Config) -> Path:
 def resolve_data_dir(cfg: Config, *, env: DistEnv, log: Callable[[str], None]) -> Path:
     """``data.path``, or the synthetic set generated once into the cache (rank 0 writes, others wait)."""
     if cfg.data.path is not None:
+        from detection_bridge.imagefolder import detect_layout
+
         path = Path(cfg.data.path).expanduser()
-        if not (path / "annotations").is_dir():
-            raise FileNotFoundError(f"data.path {path} is not a coco-mini-layout folder (no annotations/ inside)")
+        detect_layout(path)  # a clear error naming both layouts when it is neither
         return path
     from detection_bridge import synthetic
 
@@ -79,7 +80,10 @@ def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env
     label means nothing under another map.
     """
     from detection_bridge.coco import load_split
+    from detection_bridge.imagefolder import detect_layout
 
+    if detect_layout(data_dir) == "imagefolder":
+        return _load_imagefolder_split(data_dir, split, cfg, train=train, env=env, log=log, category_map=category_map)
     d = cfg.data
     crop_set = load_split(data_dir, split, boxes=d.boxes, detections_file=d.detections_file,
                           background=d.background, min_size=d.min_size)
@@ -95,6 +99,37 @@ def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env
     log(f"{split}: {len(dataset.records)} crops from {data_dir} ({d.boxes} boxes, "
         f"{crop_set.category_map.num_classes} classes)")
     return SplitData(dataset, dataset.records, crop_set.category_map, summary)
+
+
+def _load_imagefolder_split(data_dir: Path, split: str, cfg: Config, *, train: bool, env: DistEnv,
+                            log: Callable[[str], None], category_map: Any = None) -> SplitData:
+    """An ImageNet-layout split: whole images, the paper's protocol at the variant's crop size (random region,
+    flip, colours for training; central crop for evaluation), each resampled once from the original pixels.
+    Small data is decoded once into a store every crop size shares; large data is decoded per epoch."""
+    from detection_bridge.imagecrops import ColorJitter, ImageFolderDataset, decoded_bytes_estimate, open_or_build_decoded
+    from detection_bridge.imagefolder import load_imagefolder_split
+
+    d, a = cfg.data, cfg.augment
+    image_set = load_imagefolder_split(data_dir, split, train_split=d.train_split, category_map=category_map)
+    records = _subset(image_set.records, d.max_train if train else d.max_val, cfg.train.seed)
+    decoded = None
+    if d.cache and decoded_bytes_estimate(records) <= d.decode_cache_gb * 1e9:
+        root = default_cache_root(cfg) / "images"
+        if env.is_main:
+            decoded = open_or_build_decoded(records, data_dir, root, log)
+        barrier()
+        decoded = decoded or open_or_build_decoded(records, data_dir, root)
+    augment = train and a.enabled
+    dataset: Dataset = ImageFolderDataset(
+        records, crop_size(cfg), train=augment, decoded=decoded, central_fraction=cfg.crop.central_fraction,
+        area=(a.area_min, a.area_max), ratio=(a.aspect_min, a.aspect_max), hflip=a.hflip,
+        color=ColorJitter(a.color, a.hue, a.p_color) if augment else None)
+    if cfg.crop.upsample_to:
+        dataset = UpsampledDataset(dataset, cfg.crop.upsample_to)
+    log(f"{split}: {len(records)} images from {data_dir} (ImageNet layout, {image_set.category_map.num_classes} "
+        f"classes, {'decoded once' if decoded is not None else 'decoded per epoch'})")
+    summary = image_set.summary()
+    return SplitData(dataset, records, image_set.category_map, summary)
 
 
 def _dataset(records: list, cache: Any, geometry: Any, cfg: Config, *, train: bool) -> Dataset:

@@ -40,6 +40,7 @@ def evaluate_with_predictions(model: nn.Module, split: SplitData, cfg: Config, d
     seconds = time.perf_counter() - start
     cmap = split.category_map
     buckets = [split.records[i].size_bucket for i in out["indices"]]
+    buckets = buckets if all(b is not None for b in buckets) else None  # whole images have no COCO size bucket
     metrics = classification_metrics(out["topk"], out["targets"], num_classes=cmap.num_classes,
                                      class_names=cmap.names, size_buckets=buckets,
                                      background_label=cmap.background_label, n_boot=cfg.eval.bootstrap,
