@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from ._io import atomic_write_json, default_mode, read_json
 from .cropper import decode_image
-from .errors import CacheError
+from .errors import CacheError, MalformedFileError
 from .imagefolder import ImageRecord
 
 __all__ = ["central_box", "random_resized_box", "resize_region", "ColorJitter", "DecodedImages",
@@ -162,7 +162,11 @@ def open_or_build_decoded(records: Sequence[ImageRecord], root: str | os.PathLik
     key = _store_key(records, Path(root))
     final = Path(cache_root) / f"decoded_{len(records)}_{key[:16]}"
     if (final / "index.json").is_file():
-        return DecodedImages(final)
+        try:
+            return DecodedImages(final)
+        except (CacheError, MalformedFileError) as e:
+            log(f"rebuilding a damaged decoded-image store ({e})")
+            shutil.rmtree(final, ignore_errors=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     log(f"decoding {len(records)} images once into {final}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))

@@ -26,3 +26,24 @@ def coco_mini() -> Path:
     if not (COCO_MINI / "annotations" / "instances_val.json").is_file():
         pytest.skip(f"coco-mini not found at {COCO_MINI} (it lives in ../shared beside the repository)")
     return COCO_MINI
+
+
+@pytest.fixture(scope="session")
+def imagenet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated ImageNet-layout folder: 3 classes (colour-coded, so a tiny network can learn them), 8 train
+    and 3 val images each, of varied sizes; one grayscale image."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imagenet") / "inet"
+    rng = np.random.default_rng(0)
+    for c, wnid in enumerate(("n01440764", "n02102040", "n02979186")):
+        for split, count in (("train", 8), ("val", 3)):
+            for i in range(count):
+                h, w = int(rng.integers(48, 120)), int(rng.integers(48, 120))
+                pixels = rng.integers(0, 60, (h, w, 3)) + np.eye(3, dtype=np.int64)[c] * 180
+                image = Image.fromarray(pixels.astype(np.uint8))
+                path = root / split / wnid / f"{wnid}_{i}.JPEG"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                (image.convert("L") if (c, i) == (0, 0) else image).save(path, quality=90)
+    return root

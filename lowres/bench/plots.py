@@ -1,7 +1,8 @@
 """The report's PNG plots (matplotlib, Agg backend: no display needed).
 
 - ``top1_vs_input.png``: top-1 against crop side with 95% CI bars, beside the paper's Table 2;
-- ``top1_by_size.png``: top-1 per COCO size bucket for every variant (crop counts in the legend);
+- ``top1_by_size.png`` (COCO crops) or ``top1_by_class.png`` (ImageNet-layout images): top-1 per size bucket
+  or per class for every variant (counts in the legend);
 - ``learning_curves.png``: one panel per variant from its metrics.jsonl: train loss, train accuracy and
   validation top-1 per epoch (one line per seed).
 """
@@ -12,6 +13,7 @@ from typing import Any
 
 from .._atomic import atomic_path
 from ..metrics import SIZE_BUCKETS
+from .report import has_size_buckets
 
 __all__ = ["write_plots"]
 
@@ -64,22 +66,27 @@ def _top1_vs_input(report: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
-def _top1_by_size(report: dict[str, Any], path: Path) -> None:
+def _top1_by_group(report: dict[str, Any], path: Path) -> None:
+    """Top-1 per COCO size bucket (object crops) or per class (ImageNet-layout images), every variant."""
     plt = _pyplot()
     rows = report["rows"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
-    width = 0.8 / (len(SIZE_BUCKETS) + 1)
-    counts = rows[0]["size_buckets"]
+    key, names = (("size_buckets", SIZE_BUCKETS) if has_size_buckets(report)
+                  else ("per_class", list(rows[0]["per_class"])))
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows) * (len(names) + 1)), 4))
+    width = 0.8 / (len(names) + 1)
+    counts = rows[0][key]
     groups = [("all", lambda r: r["top1"], report["data"]["num_val"])]
-    groups += [(b, lambda r, b=b: r["size_buckets"][b]["top1"], counts[b]["count"]) for b in SIZE_BUCKETS]
+    groups += [(b, lambda r, b=b: r[key][b]["top1"], counts[b]["count"]) for b in names]
     for j, (label, value, n) in enumerate(groups):
         xs = [i + (j - len(groups) / 2 + 0.5) * width for i in range(len(rows))]
         ys = [100 * (value(r) or 0.0) for r in rows]
-        ax.bar(xs, ys, width, label=f"{label} (n={n})", color=f"C{j}")
+        ax.bar(xs, ys, width, label=f"{label} (n={n})", color=f"C{j % 10}")
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([r["variant"] for r in rows])
-    ax.set(ylabel="top-1 (%)", title="top-1 by COCO object size (area < 32², < 96², larger)")
-    ax.legend(fontsize=8)
+    title = ("top-1 by COCO object size (area < 32², < 96², larger)" if key == "size_buckets"
+             else "top-1 by class (validation images)")
+    ax.set(ylabel="top-1 (%)", title=title)
+    ax.legend(fontsize=7, ncol=1 + len(names) // 6)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
@@ -131,7 +138,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
         _pyplot()
     except ImportError:
         return []
-    plots = {"top1_vs_input.png": _top1_vs_input, "top1_by_size.png": _top1_by_size,
+    by_group = "top1_by_size.png" if has_size_buckets(report) else "top1_by_class.png"
+    plots = {"top1_vs_input.png": _top1_vs_input, by_group: _top1_by_group,
              "learning_curves.png": _learning_curves}
     for name, draw in plots.items():
         draw(report, out_dir / name)

@@ -90,6 +90,20 @@ def _buckets(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _per_class(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Top-1 per class (mean over seeds) with counts: the breakdown for data without COCO size buckets."""
+    out: dict[str, dict[str, Any]] = {}
+    for cell in runs[0]["metrics"]["per_class"]:
+        values = [next(c["top1"] for c in r["metrics"]["per_class"] if c["label"] == cell["label"]) for r in runs]
+        out[cell["name"]] = {"count": int(cell["count"]), "top1": _mean(values)}
+    return out
+
+
+def has_size_buckets(report: dict[str, Any]) -> bool:
+    """COCO crops carry size buckets; whole images (ImageNet layout) do not, and are broken down per class."""
+    return any(cell["count"] for cell in report["rows"][0]["size_buckets"].values())
+
+
 def _row(name: str, runs: list[dict[str, Any]], cost: dict[str, Any], correct: np.ndarray, cfg: Config
          ) -> dict[str, Any]:
     v = VARIANTS[name]
@@ -103,7 +117,7 @@ def _row(name: str, runs: list[dict[str, Any]], cost: dict[str, Any], correct: n
         "top1": top1["mean"], "top1_ci": top1["ci"], "top1_sd": top1["sd"], "top1_per_seed": top1["per_seed"],
         "top5": _mean([r["metrics"]["top5"] for r in runs]),
         "balanced_accuracy": _mean([r["metrics"]["balanced_accuracy"] for r in runs]),
-        "size_buckets": _buckets(runs),
+        "size_buckets": _buckets(runs), "per_class": _per_class(runs),
         "params": cost["params"], "gflops": cost["gflops"], "images_per_s": cost["images_per_s"],
         "images_per_s_rounds": cost["rounds"], "throughput_batch": cost["batch"],
         "train_seconds": _mean([r["train_seconds"] for r in runs]),
@@ -135,8 +149,10 @@ def build_report(spec: BenchSpec, results: dict[str, list[dict[str, Any]]], cost
     rows = {name: _row(name, runs, costs[name], matrices[name], configs[name]) for name, runs in results.items()}
     first = results[spec.variants[0]][0]
     shared = configs[spec.variants[0]]
+    images = not any(r["metrics"]["size_buckets"] for rs in results.values() for r in rs)
     report = {
-        "title": "Table 2 on object crops: top-1 at (almost) constant compute, 79 vs 151 vs 299",
+        "title": (f"Table 2 on {'whole images (ImageNet layout)' if images else 'object crops'}: top-1 at (almost) "
+                  "constant compute, 79 vs 151 vs 299"),
         "preset": spec.to_dict(), "command": command or "python: lowres.bench.run_bench(...)",
         "data": {"path": data, "resolved": first["data_dir"], "synthetic": data is None and shared.data.path is None,
                  "train_split": shared.data.train_split, "val_split": shared.data.val_split,
@@ -173,17 +189,29 @@ def _bucket_cell(r: dict[str, Any], bucket: str) -> str:
 
 
 def _table(report: dict[str, Any]) -> list[str]:
+    buckets = SIZE_BUCKETS if has_size_buckets(report) else ()
     head = ["variant", "network", "crop → input", "top-1 % [95% CI]", "paper top-1 %", "top-5 %", "balanced %",
-            "small % (n)", "medium % (n)", "large % (n)", "params", "GFLOPs", "images/s", "train time"]
+            *(f"{b} % (n)" for b in buckets), "params", "GFLOPs", "images/s", "train time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["rows"]:
         network = f"{r['stem']} stem" + ("" if r["aux_logits"] else ", no aux head")
         size = f"{r['crop']} → {r['input']}" if r["upsample_to"] else f"{r['crop']}"
         cells = [f"`{r['variant']}`", network, size, _top1_cell(r), pct(r["paper_top1"]) if r["paper_top1"] else "—",
-                 pct(r["top5"]), pct(r["balanced_accuracy"]), *(_bucket_cell(r, b) for b in SIZE_BUCKETS),
+                 pct(r["top5"]), pct(r["balanced_accuracy"]), *(_bucket_cell(r, b) for b in buckets),
                  f"{r['params'] / 1e6:.2f} M", f"{r['gflops']:.3f}", f"{r['images_per_s']:.0f}",
                  _duration(r["train_seconds"])]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _class_table(report: dict[str, Any]) -> list[str]:
+    """Per-class top-1 (classes as rows, variants as columns), for data without COCO size buckets."""
+    rows = report["rows"]
+    lines = ["| class (val images) | " + " | ".join(f"`{r['variant']}`" for r in rows) + " |",
+             "|---|" + "---|" * len(rows)]
+    for name, cell in rows[0]["per_class"].items():
+        lines.append(f"| {name} ({cell['count']}) | " + " | ".join(pct(r["per_class"][name]["top1"]) for r in rows)
+                     + " |")
     return lines
 
 
@@ -226,6 +254,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              "## Result", "", "Paper: Szegedy et al. 2016, Table 2 (ILSVRC-12 top-1 at almost constant compute: "
              "79x79 75.2%, 151x151 76.4%, 299x299 76.6%). Ours: top-1 on the validation crops with its bootstrap "
              "95% CI (± the spread over seeds when there are several).", "", *_table(report), "",
+             *([] if has_size_buckets(report) else ["## Top-1 per class", "", *_class_table(report), ""]),
              "## Differences between variants", "", *_contrast_table(report), "",
              "## Reading", "", *[f"- {s}" for s in report["reading"]], "",
              "## Plots", "", *[f"![{name}]({name})" for name in report.get("plots", [])], "",
@@ -235,7 +264,8 @@ def render_markdown(report: dict[str, Any]) -> str:
              "- *Δ and paired CI*: the difference of two variants on the same crops, bootstrapped per crop; it is "
              "sharper than comparing the two intervals. An interval holding zero means no detectable difference.",
              "- *balanced*: mean per-class accuracy (COCO crops are dominated by a few classes, 'person' first).",
-             "- *small / medium / large*: top-1 per COCO size bucket (object area < 32², < 96², larger) with counts.",
+             "- *small / medium / large* (COCO crops): top-1 per COCO size bucket (object area < 32², < 96², larger) "
+             "with counts; ImageNet-layout data has no size buckets and is broken down per class instead.",
              "- *GFLOPs*: one forward pass at the variant's model input (multiply-add = 2). *images/s*: inference "
              "on this machine, model forward only, same batch for all, fastest of interleaved rounds after warm-up. "
              "*train time*: the epochs' wall time including each epoch's validation pass.",

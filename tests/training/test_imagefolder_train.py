@@ -1,0 +1,45 @@
+"""ImageNet-layout data through training, checkpoints and evaluation (a generated folder)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detection_bridge.errors import BridgeError
+from detection_bridge.records import CategoryMap
+from lowres.bench.variants import VARIANTS, load_bench_preset, variant_config
+from lowres.training import checkpoint as ckpt
+from lowres.training.data import load_split_data
+from lowres.training.distributed import DistEnv
+from lowres.training.evaluate import evaluate_checkpoint
+from lowres.training.run import train
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_train_and_eval_samples_have_each_variants_input_size(name, imagenet_folder, cache_root):
+    spec = load_bench_preset("smoke", [f"data.cache_dir={cache_root}"])
+    cfg = variant_config(spec.config, VARIANTS[name], seed=0, data=str(imagenet_folder))
+    size = VARIANTS[name].input_size
+    for split, is_train in (("train", True), ("val", False)):
+        data = load_split_data(imagenet_folder, split, cfg, train=is_train, env=DistEnv(), log=lambda m: None)
+        image, label, index = data.dataset[0]
+        assert image.shape == (3, size, size) and label == data.records[index].label
+
+
+def test_label_map_round_trips_through_a_checkpoint(imagenet_folder, tiny_config, tmp_path):
+    cfg = tiny_config("train.epochs=1", "data.max_train=16", "data.max_val=null", data=imagenet_folder)
+    train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    state = ckpt.load_checkpoint(tmp_path / "run" / "last.pt")
+    cmap = CategoryMap.from_dict(state["category_map"])
+    assert cmap.keys == ("n01440764", "n02102040", "n02979186") and cmap.num_classes == 3
+    result = evaluate_checkpoint(tmp_path / "run" / "last.pt", data=str(imagenet_folder))
+    assert result["count"] == 9 and result["size_buckets"] == {}  # whole images: no COCO size buckets
+    assert [c["name"] for c in result["per_class"]] == list(cmap.keys)
+    assert sum(c["count"] for c in result["per_class"]) == 9
+
+
+def test_imagenet_checkpoint_on_coco_data_is_a_clear_error(imagenet_folder, tiny_config, tmp_path, coco_mini):
+    cfg = tiny_config("train.epochs=1", "data.max_train=8", "data.max_val=8", data=imagenet_folder)
+    train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    with pytest.raises((BridgeError, ValueError), match="category map"):
+        evaluate_checkpoint(tmp_path / "run" / "last.pt", data=str(coco_mini))
