@@ -34,7 +34,7 @@ class ModelConfig:
     min_depth: int = 16  # floor on every conv's channel count (TF-slim's default)
     aux_logits: bool = True  # auxiliary head on Mixed_6e, BN-auxiliary (paper sections 4 and 10)
     dropout: float = 0.5  # dropout before the classifier (torchvision's value)
-    weights: Optional[str] = None  # torchvision/timm Inception-v3 weights (file or name) to start from
+    weights: Optional[str] = None  # start from: torchvision/timm Inception-v3 weights or a lowres checkpoint (EMA)
     channels_last: bool = False  # NHWC memory format (faster convs on recent GPUs / oneDNN)
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (small per-process batches)
 

@@ -1,4 +1,4 @@
-"""Load torchvision or timm Inception-v3 weights into any of the three stems.
+"""Load torchvision or timm Inception-v3 weights, or a ``lowres train`` checkpoint, into any of the three stems.
 
 Stride and pooling change no parameter shape, so an ImageNet state dict fits the 79, 151 and 299 stems
 alike. Keys must match exactly, except for what the source cannot have: the "BN-auxiliary" layer
@@ -57,6 +57,9 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
                              "(truncated, corrupt, or not a torch save file?)") from None
     if not isinstance(source, Mapping):
         raise ValueError(f"{name}: expected a state dict (a mapping of names to tensors), got {type(source).__name__}")
+    ema = source.get("ema")
+    if isinstance(ema, Mapping) and isinstance(ema.get("module"), Mapping):
+        source = ema["module"]  # a `lowres train` checkpoint: its EMA weights, the ones it was evaluated with
     for key in _WRAPPER_KEYS:
         if key in source and isinstance(source[key], Mapping):
             source = source[key]
@@ -113,7 +116,7 @@ def load_inception_v3_weights(
                 continue
             hint = " (pass skip_classifier=True for another number of classes)" if key.startswith(_CLASSIFIER_PREFIXES) else ""
             raise ValueError(f"{name}: shape of {key!r} is {tuple(src.shape)} but the model has {tuple(value.shape)}"
-                             f"{hint}; widths other than 1.0 have no ImageNet weights")
+                             f"{hint}; is the source of another width? (ImageNet weights exist for width 1.0 only)")
         new_state[key] = src.to(dtype=value.dtype)
         report.loaded.append(key)
     model.load_state_dict(new_state, strict=False)

@@ -43,3 +43,20 @@ def test_imagenet_checkpoint_on_coco_data_is_a_clear_error(imagenet_folder, tiny
     train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     with pytest.raises((BridgeError, ValueError), match="category map"):
         evaluate_checkpoint(tmp_path / "run" / "last.pt", data=str(coco_mini))
+
+
+def test_a_lowres_checkpoint_initialises_another_task(imagenet_folder, tiny_config, tmp_path):
+    """Imagenette-trained stems as the start of a COCO crop run: trunk from the EMA weights, new classifier."""
+    import torch
+
+    cfg = tiny_config("train.epochs=1", "data.max_train=8", "data.max_val=8", data=imagenet_folder)
+    train(cfg, tmp_path / "inet", progress=False, log=lambda m: None)
+    source = ckpt.load_checkpoint(tmp_path / "inet" / "last.pt")["ema"]["module"]
+    from lowres.training.run import build_model_from_config
+
+    lines: list[str] = []
+    coco_cfg = tiny_config(f"model.weights={tmp_path / 'inet' / 'last.pt'}")
+    model = build_model_from_config(coco_cfg, 9, log=lines.append)
+    state = model.state_dict()
+    assert torch.equal(state["Mixed_7c.branch_pool.conv.weight"], source["Mixed_7c.branch_pool.conv.weight"])
+    assert state["fc.weight"].shape[0] == 9 and "skipped classifier" in lines[0]
