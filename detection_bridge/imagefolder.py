@@ -160,9 +160,8 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, *, train_split: 
             raise MalformedFileError(str(class_dir), None, "unknown_class",
                                      f"class {class_dir.name!r} is not one of the {len(label_of)} training classes "
                                      f"(the {train_split!r} split's folders)")
-        for path in sorted(class_dir.iterdir()):
-            if not path.is_file():
-                continue
+        # scandir's entries know their type without a stat call per file: ImageNet's 1.28M files list in seconds
+        for path in sorted(Path(e.path) for e in os.scandir(class_dir) if e.is_file()):
             if not _is_image(path):
                 ignored[path.suffix.lower() or "<no extension>"] += 1
                 continue
