@@ -98,7 +98,7 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config value, e.g. --set optim.lr=0.01 (repeatable; YAML scalars).")
 @click.option("--data", type=click.Path(file_okay=False), default=None,
-              help="coco-mini-layout folder; without it the generated synthetic set is used.")
+              help="COCO-layout (coco-mini) or ImageNet-layout folder; without it the generated synthetic set is used.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Run folder.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
               help="bf16 = autocast with bfloat16 (overrides train.precision).")
@@ -132,7 +132,7 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
 @main.command("eval")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True)
 @click.option("--data", type=click.Path(file_okay=False), default=None,
-              help="coco-mini-layout folder (default: the checkpoint's training data).")
+              help="COCO- or ImageNet-layout folder (default: the checkpoint's training data).")
 @click.option("--split", default="val", show_default=True)
 @click.option("--boxes", type=click.Choice(["gt", "detections", "both"]), default="gt", show_default=True,
               help="Ground-truth boxes, the detector's boxes labelled by IoU (background if trained with it), or both.")
@@ -258,9 +258,9 @@ def export(checkpoint: str, fmt: str, out_file: str, softmax: bool, no_ema: bool
 
 @main.command()
 @click.option("--preset", default="smoke", show_default=True,
-              help="Bench preset: smoke | cpu | paper (configs/bench_NAME.yaml) or a YAML file.")
+              help="Bench preset: smoke | cpu | imagenette | paper (configs/bench_NAME.yaml) or a YAML file.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
-              help="coco-mini-layout folder (train on train, report on val); default: the generated synthetic set.")
+              help="COCO- or ImageNet-layout folder (train on train, report on val); default: the generated synthetic set.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Training seeds per variant (preset's default: 1).")
 @click.option("--variants", default=None, metavar="LIST",

@@ -112,7 +112,7 @@ def bench_preset_path(name_or_path: str | Path) -> Path:
         return preset_path(f"bench_{name_or_path}")
     except ConfigError:
         raise ConfigError(f"bench preset '{name_or_path}' is neither a file nor configs/bench_{name_or_path}.yaml "
-                          "(presets: smoke, cpu, paper)") from None
+                          "(presets: smoke, cpu, imagenette, paper)") from None
 
 
 def _bench_section(raw: Any, source: str) -> dict[str, Any]:
