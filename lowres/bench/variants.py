@@ -179,7 +179,8 @@ def load_bench_preset(name_or_path: str | Path = "smoke", overrides: list[str] |
 def variant_config(shared: dict[str, Any], variant: Variant, *, seed: int, data: str | None = None) -> Config:
     """The shared training config with the variant's stem, crop and input sizes and the given seed.
 
-    The auxiliary head stays as configured unless the model input is smaller than the stem's aux head
+    ``{variant}`` in ``model.weights`` becomes the variant's name, so each variant can start from its own
+    network of another study (``runs/{variant}/seed0/last.pt``). The auxiliary head stays as configured unless the model input is smaller than the stem's aux head
     accepts (naive-79: the 299 stem's aux head needs a 299 input); then it is off for that variant.
     """
     raw = copy.deepcopy(shared)
@@ -187,6 +188,8 @@ def variant_config(shared: dict[str, Any], variant: Variant, *, seed: int, data:
     raw["crop"]["size"] = None if variant.crop == variant.stem else variant.crop
     raw["crop"]["upsample_to"] = variant.upsample_to
     raw["train"]["seed"] = int(seed)
+    if isinstance(raw["model"]["weights"], str):  # per-variant start weights, e.g. another bench's runs/{variant}/
+        raw["model"]["weights"] = raw["model"]["weights"].replace("{variant}", variant.name)
     if data is not None:
         raw["data"]["path"] = str(data)
     if raw["model"]["aux_logits"] and variant.input_size < min_input_size(STEMS[variant.stem], with_aux=True):

@@ -75,3 +75,11 @@ def test_crop_size_and_upsampling_in_the_data_pipeline(bench_cache: Path):
     assert (down - low).abs().mean() < 0.05  # the same 79 px crop, only enlarged
     seeded = SeededDataset(load_split_data(data_dir, "train", upsampled, train=True, env=env, log=quiet).dataset, 0)
     assert torch.equal(seeded[1][0], seeded[1][0])  # augmentation is seeded through the wrapper
+
+
+def test_each_variant_can_start_from_its_own_weights():
+    from lowres.bench.variants import VARIANTS, load_bench_preset, variant_config
+
+    spec = load_bench_preset("smoke", ["model.weights=other/runs/{variant}/seed0/last.pt"])
+    paths = {name: variant_config(spec.config, v, seed=0).model.weights for name, v in VARIANTS.items()}
+    assert paths["naive-79"] == "other/runs/naive-79/seed0/last.pt" and paths["151"] == "other/runs/151/seed0/last.pt"
