@@ -94,8 +94,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     state = _read(path, map_location)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not a lowres training checkpoint (no model/config entries)")
-    version = state.get("version", 1)
-    if version >= 2:
+    if "checksum" in state or state.get("version") != 1:  # only version 1 predates checksums
         stored = state.get("checksum")
         if stored != state_checksum({k: v for k, v in state.items() if k != "checksum"}):
             raise CheckpointError(f"{path} is corrupted: its content does not match its checksum (damaged on disk "

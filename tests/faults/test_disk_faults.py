@@ -25,13 +25,13 @@ def test_eval_out_on_a_full_disk_leaves_no_empty_file(cli, private_mount, listin
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     prefix = private_mount(mnt, "16k")
-    fill = ["sh", "-c", f'head -c 16384 /dev/zero > "{mnt}/filler" && exec "$@"', "sh"]
+    fill = ["sh", "-c", f'head -c 16384 /dev/zero > "{mnt}/filler" 2>/dev/null; exec "$@"', "sh"]
     proc = cli(["eval", "--checkpoint", str(trained_run / "last.pt"), "--out", str(mnt / "metrics.json")],
                prefix=[*prefix, *fill])
     _clean(proc)
     assert f"{mnt / 'metrics.json'}: No space left on device" in proc.stderr, proc.stderr
     assert "the disk is full" in proc.stderr
-    assert listing(proc.stdout) == {"filler": 16384}  # no 0-byte metrics.json, no temporary file
+    assert set(listing(proc.stdout)) == {"filler"}  # no 0-byte metrics.json, no temporary file
 
 
 def test_training_on_a_full_disk_stops_cleanly_and_resumable_files_stay_whole(
