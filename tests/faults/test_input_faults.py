@@ -31,13 +31,13 @@ def _same(a, b) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_flipped_bytes_in_a_checkpoint_are_reported_never_loaded_silently(trained_run, tmp_path):
-    # 100 flips at random offsets, one at a time: each either breaks the archive or changes a stored value
+    # 40 flips at random offsets, one at a time: each either breaks the archive or changes a stored value
     # (both: CheckpointError) or lands on bytes that carry nothing (alignment padding: loads identically).
     original = (trained_run / "last.pt").read_bytes()
     reference = load_checkpoint(trained_run / "last.pt")
     rng = random.Random(0)
     damaged, path = 0, tmp_path / "flipped.pt"
-    for offset in rng.sample(range(len(original)), 100):
+    for offset in rng.sample(range(len(original)), 40):
         data = bytearray(original)
         data[offset] ^= 0xFF
         path.write_bytes(bytes(data))
@@ -48,7 +48,7 @@ def test_flipped_bytes_in_a_checkpoint_are_reported_never_loaded_silently(traine
             damaged += 1
             continue
         assert _same(state, reference), f"a flip at byte {offset} changed the checkpoint without an error"
-    assert damaged > 50  # most of the file is tensor data, so most flips must be caught
+    assert damaged > 20  # most of the file is tensor data, so most flips must be caught
 
 
 def test_a_checkpoint_whose_tensors_were_changed_is_corrupted(trained_run, tmp_path):
