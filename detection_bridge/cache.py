@@ -1,19 +1,26 @@
-"""Crop cache on disk: uint8 crops of one target size, so epochs after the first decode no JPEG.
+"""Crop cache on disk: the crops of one target size, so epochs after the first decode no source JPEG.
 
-Layout: ``<cache_root>/crops_<size>px_<key16>/`` holding ``crops.npy`` (``(rows, M, M, 3)`` uint8, read
-as a memory map) and ``index.json`` (the records, the row of each, geometry, sizes, category map,
-skipped inputs). ``M = stored_size(size, margin)``: each crop covers its context box enlarged by
-``M / size`` about the centre, so training jitter (scale, aspect, translation) moves into real pixels,
-and the centre ``size x size`` of it is exactly the eval crop.
+Layout: ``<cache_root>/crops_<size>px_<key16>/`` holding ``index.json`` (records, geometry, sizes, storage,
+the shards with their byte sizes, category map, skipped inputs), ``locate.npy`` (per kept record: shard,
+start, length) and the shards (:mod:`detection_bridge.shards`: raw uint8 arrays for small data, JPEG
+crops for large data). Each crop covers its context box enlarged by ``M / size`` about the centre
+(``M = stored_size(size, margin)``), so training jitter moves into real pixels, and its centre
+``size x size`` is exactly the eval crop.
 
-Invalidation: the folder name carries a hash of everything the pixels depend on: the records, each
-image file's size and mtime, the geometry, size, margin, draft mode, resampling filter and the
-format version. Changed
-inputs give a new key, hence a new folder; a stale folder is never read (delete old ones at will).
+Key: a hash of everything the pixels depend on -- the records with image paths relative to
+``data_root``, each image's byte size, a content hash of the annotation / detection files
+(``source_files``), geometry, size, margin, draft mode, resampling filter, storage and the format
+version. No absolute path and no mtime enters it, so identical data on two nodes (or copied
+elsewhere) gives one key; an image replaced by one of the same byte size is not noticed (hashing 19 GB
+of train2017 JPEGs at every start is not worth it).
 
-Atomicity: a cache is built in a temporary folder next to its final one and renamed into place with
-``os.replace`` only when complete; any failure removes the temporary folder. A reader therefore sees a
-complete cache or none.
+Building (:func:`build_cache`) is sharded by image (``shard_images`` images per shard). ``part=(i, n)``
+builds every n-th shard, so n processes (torchrun's local ranks) share the work; ``sync`` is their
+barrier-and-broadcast (:data:`Sync`, e.g. a gloo group with a long timeout). The shards go to a build
+folder ``.crops_<size>px_<key16>.<host>-<pid>.build`` renamed into place when complete: a reader sees a
+complete cache or none. The disk space is checked first (bytes needed vs free, an error naming the
+folder) and again before each shard; any failure removes the build folder, and build folders whose
+process is dead (a killed run) are removed by the next build under the same root.
 """
 from __future__ import annotations
 
@@ -21,7 +28,8 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import socket
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,34 +37,67 @@ import numpy as np
 
 from ._io import atomic_write_json, default_mode, read_json
 from .boxes import CropGeometry, stored_size
-from .cropper import RESAMPLE_NAME, iter_image_crops
+from .cropper import RESAMPLE_NAME, group_by_image, iter_image_crops
 from .errors import BridgeError, CacheError, ErrorPolicy, ImageError, OnError, SkipLog
 from .records import CategoryMap, CropRecord, records_to_dicts
+from .shards import (JPEG_QUALITY, ShardReader, Storage, choose_storage, encode_jpeg, estimated_bytes, shard_name,
+                     write_shard)
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 DEFAULT_MARGIN = 0.2
-INDEX_NAME, CROPS_NAME = "index.json", "crops.npy"
+SHARD_IMAGES = 1000  # images per shard: ~7k train2017 crops, 150 MB of 299 px JPEG crops
+INDEX_NAME, LOCATE_NAME = "index.json", "locate.npy"
+STALE_UNOWNED_SECONDS = 24 * 3600  # build folders of an older format (no owner pid): removed when this old
+Sync = Callable[[Any], Any]  # barrier of all parts that returns part 0's value to every part
 
 
-def _image_stats(records: Sequence[CropRecord]) -> dict[str, list[int]]:
-    """Size and mtime of every image: a replaced or edited image changes the key."""
-    stats = {}
+def _local_sync(value: Any) -> Any:
+    return value
+
+
+def _relative(path: str, data_root: str | os.PathLike | None) -> str:
+    if data_root is None:
+        return path
+    try:
+        return Path(path).relative_to(Path(data_root)).as_posix()
+    except ValueError:
+        return path
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's content (annotation files: 448 MB for train2017, about a second)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise CacheError(f"{path}: cannot read for the cache key: {e.strerror or e}") from None
+    return h.hexdigest()
+
+
+def _image_sizes(records: Sequence[CropRecord], data_root: str | os.PathLike | None) -> dict[str, int]:
+    """Byte size of every image (relative path -> size): a replaced image usually changes it."""
+    sizes = {}
     for path in sorted({r.image_path for r in records}):
         try:
-            st = os.stat(path)
-            stats[path] = [st.st_size, st.st_mtime_ns]
+            sizes[_relative(path, data_root)] = os.stat(path).st_size
         except OSError:
-            stats[path] = [-1, -1]  # reported properly when the build tries to decode it
-    return stats
+            sizes[_relative(path, data_root)] = -1  # reported properly when the build tries to decode it
+    return sizes
 
 
-def cache_key(records: Sequence[CropRecord], size: int, geometry: CropGeometry, margin: float,
-              draft: bool = True) -> str:
-    """SHA-256 of every input of the cached pixels (see the module docstring)."""
+def cache_key(records: Sequence[CropRecord], size: int, geometry: CropGeometry, margin: float, draft: bool = True,
+              *, storage: str = "raw", data_root: str | os.PathLike | None = None,
+              source_files: Sequence[str | os.PathLike] = ()) -> str:
+    """SHA-256 of every input of the cached pixels (see the module docstring); ``storage`` already resolved."""
+    rows = records_to_dicts(records)
+    for row in rows:
+        row["image_path"] = _relative(row["image_path"], data_root)
     payload = {"version": CACHE_VERSION, "resample": RESAMPLE_NAME, "size": int(size), "margin": float(margin),
-               "draft": bool(draft),
-               "geometry": geometry.to_dict(), "records": records_to_dicts(records),
-               "images": _image_stats(records)}
+               "draft": bool(draft), "storage": storage, "quality": JPEG_QUALITY if storage == "jpeg" else None,
+               "geometry": geometry.to_dict(), "records": rows, "images": _image_sizes(records, data_root),
+               "sources": sorted(file_digest(p) for p in source_files)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -67,7 +108,8 @@ def cache_path(cache_root: str | os.PathLike, size: int, key: str) -> Path:
 class CropCache:
     """Read side of a built cache: ``cache[i]`` is the stored (margin) crop of ``cache.records[i]``.
 
-    The memory map opens lazily and is dropped on pickling, so DataLoader workers each open their own.
+    Every shard's presence and byte size are checked on opening (a missing or truncated shard is a
+    :class:`CacheError` naming it); the files themselves open lazily, per process (DataLoader workers).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -80,123 +122,235 @@ class CropCache:
             self.size: int = int(index["size"])
             self.stored_size: int = int(index["stored_size"])
             self.margin: float = float(index["margin"])
+            self.storage: Storage = index["storage"]
             self.geometry = CropGeometry.from_dict(index["geometry"])
             self.records = [CropRecord.from_dict(d) for d in index["records"]]
-            self.rows = np.asarray(index["rows"], dtype=np.int64)
-            self.num_rows: int = int(index["num_rows"])
+            self.shards = [ShardReader(self.path / s["name"], self.storage, int(s["bytes"]), int(s["rows"]),
+                                       self.stored_size) for s in index["shards"]]
             cmap = index.get("category_map")
             self.category_map = CategoryMap.from_dict(cmap) if cmap else None
             self.skipped = SkipLog.from_dict(index.get("skipped", {}))
         except (KeyError, TypeError, ValueError) as e:
             raise CacheError(f"{self.path}: damaged cache index: {e!r}") from None
-        self._array: np.ndarray | None = None
-        self._check_array()
-
-    def _check_array(self) -> None:
-        expected = (self.num_rows, self.stored_size, self.stored_size, 3)
-        arr = self.array
-        if arr.shape != expected or arr.dtype != np.uint8 or len(self.rows) != len(self.records):
-            raise CacheError(f"{self.path}: crops array {arr.shape} {arr.dtype} does not match its index {expected}")
+        try:
+            self.locate = np.load(self.path / LOCATE_NAME)
+        except (OSError, ValueError) as e:
+            raise CacheError(f"{self.path / LOCATE_NAME}: unreadable crop locator: {e}") from None
+        if self.locate.shape != (len(self.records), 3):
+            raise CacheError(f"{self.path / LOCATE_NAME}: {self.locate.shape[0]} entries for "
+                             f"{len(self.records)} records")
+        for shard in self.shards:
+            shard.check()
 
     @property
-    def array(self) -> np.ndarray:
-        if self._array is None:
-            try:
-                # a plain ndarray view of the read-only map: memmap's own indexing adds per-item overhead
-                self._array = np.asarray(np.load(self.path / CROPS_NAME, mmap_mode="r"))
-            except (OSError, ValueError) as e:
-                raise CacheError(f"{self.path / CROPS_NAME}: unreadable crop array: {e}") from None
-        return self._array
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_array": None}
+    def nbytes(self) -> int:
+        """Bytes of all shards: what this cache takes on disk."""
+        return sum(s.nbytes for s in self.shards)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        """Stored crop ``(M, M, 3)`` uint8 (a copy: safe to hand to augmentations)."""
-        return np.array(self.array[self.rows[i]])
+        """Stored crop ``(M, M, 3)`` uint8 (a fresh array: safe to hand to augmentations)."""
+        shard, start, length = self.locate[i]
+        return self.shards[shard].crop(int(start), int(length))
 
     def eval_crop(self, i: int) -> np.ndarray:
         """The ``size x size`` centre of the stored crop: exactly the context-box crop."""
         off = (self.stored_size - self.size) // 2
-        return np.array(self.array[self.rows[i], off:off + self.size, off:off + self.size])
+        return np.ascontiguousarray(self[i][off:off + self.size, off:off + self.size])
 
 
-def open_cache(cache_root: str | os.PathLike, records: Sequence[CropRecord], size: int,
-               geometry: CropGeometry = CropGeometry(), *, margin: float = DEFAULT_MARGIN,
-               draft: bool = True) -> CropCache | None:
-    """The valid cache for these inputs under ``cache_root``, or None (never a stale one)."""
-    path = cache_path(cache_root, size, cache_key(records, size, geometry, margin, draft))
+def _open_valid(path: Path, key: str) -> CropCache | None:
     if not (path / INDEX_NAME).is_file():
         return None
     try:
-        return CropCache(path)
+        cache = CropCache(path)
     except (CacheError, BridgeError):
         return None
+    return cache if cache.key == key else None
 
 
-def _fill_crops(tmp: Path, records: Sequence[CropRecord], size: int, stored: int, geometry: CropGeometry,
-                draft: bool, policy: ErrorPolicy, progress: Callable[[int], None] | None, workers: int) -> np.ndarray:
-    """Write every crop into ``tmp/crops.npy``; returns a bool mask of records that have a crop."""
-    ok = np.zeros(len(records), dtype=bool)
-    arr = np.lib.format.open_memmap(tmp / CROPS_NAME, mode="w+", dtype=np.uint8,
-                                    shape=(len(records), stored, stored, 3))
+def open_cache(cache_root: str | os.PathLike, records: Sequence[CropRecord], size: int,
+               geometry: CropGeometry = CropGeometry(), *, margin: float = DEFAULT_MARGIN, draft: bool = True,
+               storage: str = "auto", data_root: str | os.PathLike | None = None,
+               source_files: Sequence[str | os.PathLike] = ()) -> CropCache | None:
+    """The valid cache for these inputs under ``cache_root``, or None (never a stale or damaged one)."""
+    kind = choose_storage(storage, len(records), stored_size(size, margin))
+    key = cache_key(records, size, geometry, margin, draft, storage=kind, data_root=data_root,
+                    source_files=source_files)
+    return _open_valid(cache_path(cache_root, size, key), key)
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        for idx, crops in iter_image_crops(records, stored, geometry, enlarge=stored / size, draft=draft,
-                                           workers=workers):
-            if isinstance(crops, ImageError):
-                policy.report(ImageError(crops.file, crops.record, crops.reason,
-                                         f"{crops.detail} ({len(idx)} crop{'s' * (len(idx) != 1)} skipped)"), n=1)
-            else:
-                arr[idx] = crops
-                ok[idx] = True
-            if progress is not None:
-                progress(len(idx))
-        arr.flush()
-    finally:
-        del arr
-    return ok
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_builds(cache_root: Path) -> list[Path]:
+    """Remove build folders left by killed runs: this host's whose process is dead, and folders of the
+    older format (no owner) untouched for a day. Returns what was removed."""
+    removed, host = [], socket.gethostname()
+    for path in cache_root.glob(".crops_*"):
+        name = path.name
+        if name.endswith(".build"):
+            owner = name[:-len(".build")].rsplit(".", 1)[-1]
+            owner_host, _, pid = owner.rpartition("-")
+            stale = owner_host == host and pid.isdigit() and not _pid_alive(int(pid))
+        else:
+            try:
+                stale = name.endswith(".tmp") and time.time() - path.stat().st_mtime > STALE_UNOWNED_SECONDS
+            except OSError:
+                stale = False
+        if stale and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Fail before writing when ``needed`` bytes (plus 1% slack) exceed the free space under ``folder``."""
+    free = shutil.disk_usage(folder).free
+    if needed * 1.01 > free:
+        raise CacheError(f"{folder}: not enough disk space for {what}: needs about {needed / 1e9:.2f} GB, "
+                         f"{free / 1e9:.2f} GB free (free space or set another cache folder)")
+
+
+def shard_groups(records: Sequence[CropRecord], shard_images: int = SHARD_IMAGES) -> list[list[tuple[str, list[int]]]]:
+    """Image groups (decode-once units) cut into shards of ``shard_images`` images, in first-seen order."""
+    groups = list(group_by_image(records).items())
+    return [groups[i:i + shard_images] for i in range(0, len(groups), max(int(shard_images), 1))]
+
+
+def _shard_crops(records: Sequence[CropRecord], groups: list[tuple[str, list[int]]], size: int, stored: int,
+                 geometry: CropGeometry, kind: Storage, draft: bool, workers: int, policy: ErrorPolicy,
+                 ok: np.ndarray, progress: Callable[[int], None] | None):
+    """Crops of one shard in shard order (a blank one for each record of an image that failed)."""
+    encode = encode_jpeg if kind == "jpeg" else None
+    blank: Any = b"" if kind == "jpeg" else np.zeros((stored, stored, 3), np.uint8)
+    for idx, crops in iter_image_crops(records, stored, geometry, enlarge=stored / size, draft=draft,
+                                       workers=workers, groups=groups, encode=encode):
+        if isinstance(crops, ImageError):
+            policy.report(ImageError(crops.file, crops.record, crops.reason,
+                                     f"{crops.detail} ({len(idx)} crop{'s' * (len(idx) != 1)} skipped)"), n=1)
+            crops = [blank] * len(idx)
+        else:
+            ok[idx] = True
+        if progress is not None:
+            progress(len(idx))
+        yield from crops
+
+
+def _build_part(records: Sequence[CropRecord], build: Path, shards: list, part: tuple[int, int], size: int,
+                stored: int, geometry: CropGeometry, kind: Storage, draft: bool, workers: int, on_error: OnError,
+                progress: Callable[[int], None] | None) -> None:
+    """Write this part's shards (every ``part[1]``-th from ``part[0]``) and a small JSON beside each."""
+    mine = list(range(part[0], len(shards), part[1]))
+    check_free_space(build, estimated_bytes(kind, sum(len(i) for j in mine for _, i in shards[j]), stored),
+                     f"the crops of {build.name}")
+    written = crops_done = 0
+    for j in mine:
+        order = [i for _, idx in shards[j] for i in idx]
+        if crops_done:  # measured bytes per crop so far, for the crops still to write
+            left = sum(len(i) for k in mine if k >= j for _, i in shards[k])
+            check_free_space(build, int(written / crops_done * left), f"the rest of {build.name}")
+        policy, ok = ErrorPolicy(on_error), np.zeros(len(records), dtype=bool)
+        crops = _shard_crops(records, shards[j], size, stored, geometry, kind, draft, workers, policy, ok, progress)
+        nbytes, offsets = write_shard(build / shard_name(j, kind), kind, crops, len(order), stored)
+        written, crops_done = written + nbytes, crops_done + len(order)
+        atomic_write_json(build / f"{shard_name(j, kind)}.json", {
+            "records": order, "ok": ok[order].tolist(), "offsets": offsets.tolist(), "bytes": nbytes,
+            "skipped": policy.log.to_dict()})
+
+
+def _finish(records: Sequence[CropRecord], build: Path, num_shards: int, header: dict[str, Any],
+            category_map: CategoryMap | None) -> None:
+    """Merge the shards' JSONs into ``index.json`` + ``locate.npy`` (part 0, after every part is done)."""
+    kind = header["storage"]
+    locate = np.full((len(records), 3), -1, dtype=np.int64)
+    skipped, shards = SkipLog(), []
+    for j in range(num_shards):
+        meta = read_json(build / f"{shard_name(j, kind)}.json", "crop shard summary")
+        offsets = np.asarray(meta["offsets"], dtype=np.int64)
+        for pos, (i, good) in enumerate(zip(meta["records"], meta["ok"])):
+            if good:
+                locate[i] = (j, offsets[pos], offsets[pos + 1] - offsets[pos])
+        skipped.merge(SkipLog.from_dict(meta["skipped"]))
+        shards.append({"name": shard_name(j, kind), "bytes": meta["bytes"], "rows": len(meta["records"])})
+        (build / f"{shard_name(j, kind)}.json").unlink()
+    kept = np.flatnonzero(locate[:, 0] >= 0)
+    np.save(build / LOCATE_NAME, locate[kept])
+    atomic_write_json(build / INDEX_NAME, {
+        **header, "shards": shards, "records": records_to_dicts([records[i] for i in kept]),
+        "category_map": category_map.to_dict() if category_map else None, "skipped": skipped.to_dict()})
+    os.chmod(build, default_mode(directory=True))
+
+
+def _prepare(root: Path, final: Path, key: str) -> tuple[bool, str]:
+    """Part 0's first step: reuse a valid cache, or clear stale builds and make this build's folder."""
+    if _open_valid(final, key) is not None:
+        return True, ""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        remove_stale_builds(root)
+        shutil.rmtree(final, ignore_errors=True)  # a damaged cache under the right key: rebuild it
+        build = root / f".{final.name}.{socket.gethostname()}-{os.getpid()}.build"
+        build.mkdir()
+    except OSError as e:
+        raise CacheError(f"{root}: cannot create the crop cache folder: {e.strerror or e}") from None
+    return False, build.name
 
 
 def build_cache(records: Sequence[CropRecord], size: int, cache_root: str | os.PathLike,
                 geometry: CropGeometry = CropGeometry(), *, margin: float = DEFAULT_MARGIN,
                 category_map: CategoryMap | None = None, on_error: OnError = "raise", draft: bool = True,
-                progress: Callable[[int], None] | None = None, workers: int = 1) -> CropCache:
+                progress: Callable[[int], None] | None = None, workers: int = 1, storage: str = "auto",
+                data_root: str | os.PathLike | None = None, source_files: Sequence[str | os.PathLike] = (),
+                part: tuple[int, int] = (0, 1), sync: Sync = _local_sync,
+                shard_images: int = SHARD_IMAGES) -> CropCache:
     """Build (or reuse) the cache of ``records`` at ``size`` under ``cache_root``; decode each image once.
 
     With ``on_error="skip"`` images that fail to decode are counted in ``cache.skipped`` and their
     records left out of ``cache.records``; with ``"raise"`` the first one raises :class:`ImageError`
     and nothing is left on disk. ``workers``: images decoded at once (threads); the crops are the same.
+    ``storage``: ``raw``, ``jpeg`` or ``auto`` (:func:`~detection_bridge.shards.choose_storage`).
+    ``part=(i, n)`` with ``sync``: this is process i of n building the cache together (see the module
+    docstring); every part must call this with the same arguments.
     """
-    records = list(records)
-    key = cache_key(records, size, geometry, margin, draft)
-    final = cache_path(cache_root, size, key)
-    existing = open_cache(cache_root, records, size, geometry, margin=margin, draft=draft)
-    if existing is not None:
-        return existing
-    shutil.rmtree(final, ignore_errors=True)  # a damaged cache under the right key: rebuild it
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    records, root = list(records), Path(cache_root)
+    stored = stored_size(size, margin)
+    kind = choose_storage(storage, len(records), stored)
+    key = cache_key(records, size, geometry, margin, draft, storage=kind, data_root=data_root,
+                    source_files=source_files)
+    final = cache_path(root, size, key)
+    found, build_name = sync(_prepare(root, final, key) if part[0] == 0 else None)
+    if found:
+        return CropCache(final)
+    build, shards = root / build_name, shard_groups(records, shard_images)
+    header = {"version": CACHE_VERSION, "key": key, "size": int(size), "stored_size": stored, "margin": float(margin),
+              "draft": bool(draft), "storage": kind, "geometry": geometry.to_dict()}
     try:
-        policy = ErrorPolicy(on_error)
-        stored = stored_size(size, margin)
-        ok = _fill_crops(tmp, records, size, stored, geometry, draft, policy, progress, workers)
-        kept = np.flatnonzero(ok)
-        atomic_write_json(tmp / INDEX_NAME, {
-            "version": CACHE_VERSION, "key": key, "size": int(size), "stored_size": stored, "margin": float(margin),
-            "draft": bool(draft), "geometry": geometry.to_dict(), "num_rows": len(records),
-            "records": records_to_dicts([records[i] for i in kept]), "rows": kept.tolist(),
-            "category_map": category_map.to_dict() if category_map else None, "skipped": policy.log.to_dict()})
-        os.chmod(tmp, default_mode(directory=True))
-        os.replace(tmp, final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if (final / INDEX_NAME).is_file():  # another process finished the same cache first
-            return CropCache(final)
-        raise
+        _build_part(records, build, shards, part, size, stored, geometry, kind, draft, workers, on_error, progress)
+        sync(None)
+        if part[0] == 0:
+            _finish(records, build, len(shards), header, category_map)
+            _replace_into(build, final, key)
+        sync(None)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(build, ignore_errors=True)
         raise
     return CropCache(final)
+
+
+def _replace_into(build: Path, final: Path, key: str) -> None:
+    try:
+        os.replace(build, final)
+    except OSError:
+        if _open_valid(final, key) is None:  # not "another node finished the same cache first"
+            raise
+        shutil.rmtree(build, ignore_errors=True)

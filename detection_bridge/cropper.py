@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -149,32 +149,38 @@ def group_by_image(records: Sequence[CropRecord]) -> dict[str, list[int]]:
 
 
 def _image_crops(records: Sequence[CropRecord], path: str, idx: list[int], size: int, geometry: CropGeometry,
-                 enlarge: float, draft: bool) -> tuple[list[int], np.ndarray | ImageError]:
+                 enlarge: float, draft: bool, encode: Callable[[np.ndarray], Any] | None
+                 ) -> tuple[list[int], Any]:
     boxes_xyxy = np.array([records[i].box_xyxy for i in idx], dtype=np.float64)
     try:
-        return idx, extract_crops(path, boxes_xyxy, size, geometry, enlarge=enlarge, draft=draft,
-                                  record=f"image {records[idx[0]].image_id}")
+        crops = extract_crops(path, boxes_xyxy, size, geometry, enlarge=enlarge, draft=draft,
+                              record=f"image {records[idx[0]].image_id}")
     except ImageError as e:
         return idx, e
+    return idx, crops if encode is None else [encode(c) for c in crops]
 
 
 def iter_image_crops(records: Sequence[CropRecord], size: int, geometry: CropGeometry, *, enlarge: float = 1.0,
-                     draft: bool = True, workers: int = 1) -> Iterator[tuple[list[int], np.ndarray | ImageError]]:
+                     draft: bool = True, workers: int = 1, groups: Sequence[tuple[str, list[int]]] | None = None,
+                     encode: Callable[[np.ndarray], Any] | None = None) -> Iterator[tuple[list[int], Any]]:
     """Yield ``(record indices, crops)`` image by image, in first-seen order; a bad image yields its
     :class:`ImageError` instead of crops so the caller decides (raise or count) without losing the rest.
 
     ``workers > 1`` decodes and crops that many images at once in threads (PIL releases the GIL while
-    decoding and resampling), with at most ``2 * workers`` images in flight so memory stays bounded.
+    decoding, resampling and encoding), with at most ``2 * workers`` images in flight so memory stays
+    bounded. ``groups`` (``(path, record indices)`` pairs, default :func:`group_by_image`) restricts the
+    work to some images (one shard of a cache); ``encode`` maps each crop in the worker thread (the
+    cache's JPEG encoding), giving a list per image instead of an array.
     """
-    groups = list(group_by_image(records).items())
+    groups = list(group_by_image(records).items()) if groups is None else list(groups)
     if workers <= 1:
         for path, idx in groups:
-            yield _image_crops(records, path, idx, size, geometry, enlarge, draft)
+            yield _image_crops(records, path, idx, size, geometry, enlarge, draft, encode)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
         for path, idx in groups:
-            pending.append(pool.submit(_image_crops, records, path, idx, size, geometry, enlarge, draft))
+            pending.append(pool.submit(_image_crops, records, path, idx, size, geometry, enlarge, draft, encode))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:

@@ -207,6 +207,16 @@ class CropSet:
     def __len__(self) -> int:
         return len(self.records)
 
+    def cache_inputs(self) -> dict[str, Any]:
+        """``data_root`` and ``source_files`` for the crop cache's key: the image folder (paths are keyed
+        relative to it, so a copy of the data elsewhere keys the same) and the annotation / detection
+        files the records came from (keyed by content)."""
+        files = self.info.get("files", {})
+        sources = [files[k] for k in ("annotations", "detections") if files.get(k)]
+        if self.info.get("boxes") == "gt":
+            sources = sources[:1]
+        return {"data_root": files.get("images"), "source_files": sources}
+
     def summary(self) -> dict[str, Any]:
         """Counts per class, size bucket and source, plus filtered and skipped inputs with reasons."""
         return {**summarize_records(self.records, self.category_map),

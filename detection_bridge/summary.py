@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from ._io import atomic_write_json
 from .boxes import CropGeometry
-from .cache import DEFAULT_MARGIN, build_cache
+from .cache import DEFAULT_MARGIN, Sync, _local_sync, build_cache
 from .coco import BoxSource, load_split
 from .errors import OnError, SkipLog
 from .records import summarize_records
@@ -26,13 +26,15 @@ def build_crops(data: str | os.PathLike | None = None, split: str = "train", siz
                 margin: float = DEFAULT_MARGIN, geometry: CropGeometry | None = None, on_error: OnError = "raise",
                 jitter: int = 0, score_threshold: float | None = None, top_k: int | None = None,
                 iou_positive: float = 0.5, iou_background: float = 0.3, draft: bool = True,
-                progress: Callable[[int], None] | None = None, workers: int = 1) -> dict[str, Any]:
+                progress: Callable[[int], None] | None = None, workers: int = 1, storage: str = "auto",
+                part: tuple[int, int] = (0, 1), sync: Sync = _local_sync) -> dict[str, Any]:
     """Build the crop cache of one split at ``size`` under ``out`` and write ``out/summary_<split>_<size>px.json``.
 
     ``data`` is a coco-mini-layout folder; ``annotations``/``images`` override its paths. ``boxes``
     defaults to ``"detections"`` when a detections file is given, else ``"gt"``. ``progress`` is called
     with the number of records done after each image (for a progress bar); ``workers`` decode that many
-    images at once (threads). Returns the summary dict,
+    images at once (threads); ``storage``, ``part`` and ``sync`` as :func:`~detection_bridge.cache.build_cache`
+    (only part 0 writes the summary). Returns the summary dict,
     which also holds ``summary_path`` and ``cache.path``.
     """
     start = time.perf_counter()
@@ -43,7 +45,8 @@ def build_crops(data: str | os.PathLike | None = None, split: str = "train", siz
                           iou_positive=iou_positive, iou_background=iou_background, score_threshold=score_threshold,
                           top_k=top_k, jitter=jitter)
     cache = build_cache(crop_set.records, size, out, geometry, margin=margin, category_map=crop_set.category_map,
-                        on_error=on_error, draft=draft, progress=progress, workers=workers)
+                        on_error=on_error, draft=draft, progress=progress, workers=workers, storage=storage,
+                        part=part, sync=sync, **crop_set.cache_inputs())
     skipped = SkipLog()
     skipped.merge(crop_set.skipped)
     skipped.merge(cache.skipped)
@@ -51,11 +54,13 @@ def build_crops(data: str | os.PathLike | None = None, split: str = "train", siz
                "num_records_before_decoding": len(crop_set.records), "skipped": skipped.to_dict(),
                "geometry": geometry.to_dict(), "size": int(size),
                "cache": {"path": str(cache.path), "key": cache.key, "stored_size": cache.stored_size,
-                         "margin": cache.margin, "num_crops": len(cache)},
+                         "margin": cache.margin, "num_crops": len(cache), "storage": cache.storage,
+                         "bytes": cache.nbytes},
                "seconds": round(time.perf_counter() - start, 3)}
     path = Path(out) / f"summary_{split}_{int(size)}px.json"
     summary["summary_path"] = str(path)
-    atomic_write_json(path, summary)
+    if part[0] == 0:
+        atomic_write_json(path, summary)
     return summary
 
 

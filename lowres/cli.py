@@ -61,13 +61,17 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
 @click.option("--mode", type=click.Choice(["square", "warp"]), default="square", show_default=True)
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="Bad inputs stop the run, or are counted and reported in the summary.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Decoding threads.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Decoding threads per process (under torchrun each local rank also builds its own shards).")
+@click.option("--storage", type=click.Choice(["auto", "raw", "jpeg"]), default="auto", show_default=True,
+              help="raw uint8 crops (fast, large) or JPEG shards (~10x smaller); auto: raw up to 2 GiB.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, callback=writable_dir,
               help="Folder for the crop cache and summary_<split>_<size>px.json.")
 def crops(data: str | None, split: str, size: int, detections: str | None, annotations: str | None,
           images: str | None, background: bool, min_size: float, mode: str, on_error: str, workers: int,
-          out_dir: str) -> None:
-    """Cut the crops of one split into the on-disk cache (decoding each image once) and summarise them."""
+          storage: str, out_dir: str) -> None:
+    """Cut the crops of one split into the on-disk cache (decoding each image once) and summarise them.
+    Under ``torchrun --nproc_per_node N -m lowres.cli crops ...`` the N processes share the work."""
     from pathlib import Path
 
     from tqdm.auto import tqdm
@@ -80,15 +84,33 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
     if data is None and annotations is None:
         data = str(synthetic.generate(Path(out_dir) / "synthetic"))
         click.echo(f"note: no --data given: using the embedded synthetic set generated in {data}", err=True)
+    env, part, sync = _host_work_group()
     try:
-        with tqdm(desc=f"crops {split} {size}px", unit="crop", leave=False) as bar:
+        with tqdm(desc=f"crops {split} {size}px", unit="crop", leave=False, disable=part[0] != 0) as bar:
             summary = build_crops(data, split, size, out=out_dir, detections=detections, annotations=annotations,
                                   images=images, background=background, min_size=min_size,
                                   geometry=CropGeometry(mode=mode), on_error=on_error, workers=workers,
-                                  progress=bar.update)
+                                  progress=bar.update, storage=storage, part=part, sync=sync)
     except BridgeError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(format_summary(summary))
+    finally:
+        _leave_group(env)
+    if part[0] == 0:
+        click.echo(format_summary(summary))
+
+
+def _host_work_group() -> tuple[object, tuple[int, int], object]:
+    """Under torchrun: a gloo process group and this process's share of node-local host work."""
+    from .training.distributed import node_part, node_sync, setup_distributed
+
+    env = setup_distributed("cpu")
+    return env, node_part(env), node_sync(env)
+
+
+def _leave_group(env: object) -> None:
+    from .training.distributed import cleanup_distributed
+
+    cleanup_distributed(env)  # type: ignore[arg-type]
 
 
 @main.command()

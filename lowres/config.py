@@ -51,6 +51,8 @@ class DataConfig:
     min_size: float = 1.0  # boxes with a side shorter than this (pixels) are skipped
     cache: bool = True  # cut crops once into the on-disk crop cache instead of decoding JPEGs each epoch
     cache_dir: Optional[str] = None  # crop cache and synthetic set location; None = ~/.cache/lowres
+    crop_storage: Literal["auto", "raw", "jpeg"] = "auto"  # cache crops as uint8 arrays or JPEG shards (auto: raw up to 2 GiB)
+    build_workers: int = 1  # threads decoding images while a crop cache is built (per process)
     num_workers: int = 0  # DataLoader workers (0 = main process; determinism holds either way)
     max_train: Optional[int] = None  # use only the first N training crops (smoke tests)
     max_val: Optional[int] = None  # use only the first N validation crops (smoke tests)
@@ -122,6 +124,7 @@ class TrainConfig:
     deterministic: bool = False  # torch deterministic algorithms: exact resume, slower on GPU
     device: str = "auto"  # auto = cuda when available (local rank's GPU under torchrun), else cpu
     checkpoint_every: int = 0  # also write last.pt every N optimiser steps (0 = at epoch ends only)
+    log_every: int = 10  # read loss/accuracy from the device every N steps (each read waits for the device)
     max_steps_per_epoch: Optional[int] = None  # cut epochs short (smoke runs)
     threads: Optional[int] = None  # torch.set_num_threads for CPU runs (None = torch's default)
 
@@ -266,7 +269,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
                 "augment.aspect_min": a.aspect_min, "schedule.decay_rate": s.decay_rate, "optim.eps": o.eps,
                 "optim.clip_grad_norm": o.clip_grad_norm, "train.threads": t.threads,
                 "train.max_steps_per_epoch": t.max_steps_per_epoch, "data.max_train": cfg.data.max_train,
-                "data.max_val": cfg.data.max_val}
+                "data.max_val": cfg.data.max_val, "data.build_workers": cfg.data.build_workers,
+                "train.log_every": t.log_every}
     for key, value in positive.items():
         if value is not None and value <= 0:
             raise ConfigError(f"{source}: '{key}' must be > 0, got {value!r}")

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import Config
-from .distributed import DistEnv, barrier
+from .distributed import DistEnv, barrier, node_part, node_sync
 
 __all__ = ["SplitData", "resolve_data_dir", "load_split_data", "SeededDataset", "train_loader", "eval_loader",
            "default_cache_root", "geometry_from_config", "crop_size", "input_size", "UpsampledDataset"]
@@ -92,7 +92,7 @@ def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env
                          f"({crop_set.category_map.num_classes} vs {category_map.num_classes} classes)")
     records = _subset(crop_set.records, d.max_train if train else d.max_val, cfg.train.seed)
     geometry = geometry_from_config(cfg)
-    cache = _build_cache(records, crop_size(cfg), geometry, cfg, env, crop_set.category_map, log) if d.cache else None
+    cache = _build_cache(crop_set, records, crop_size(cfg), geometry, cfg, env, log) if d.cache else None
     dataset = _dataset(records, cache, geometry, cfg, train=train)
     summary = crop_set.summary()
     summary.pop("category_map", None)
@@ -189,22 +189,21 @@ class UpsampledDataset(Dataset):
         return (image, *rest)
 
 
-def _build_cache(records: list, size: int, geometry: Any, cfg: Config, env: DistEnv, category_map: Any,
+def _build_cache(crop_set: Any, records: list, size: int, geometry: Any, cfg: Config, env: DistEnv,
                  log: Callable[[str], None]) -> Any:
-    """Rank 0 builds (or reuses) the crop cache, decoding each image once; the others then open it."""
+    """Build (or reuse) the crop cache, decoding each image once. Under torchrun every process of a node
+    builds its share of the shards, in step through a gloo group with a long timeout (``node_sync``)."""
     from detection_bridge.cache import build_cache, open_cache
 
     root = default_cache_root(cfg) / "crops"
-    kwargs = {"margin": cfg.crop.margin}
-    cache = None
-    if env.is_main:
-        cache = open_cache(root, records, size, geometry, **kwargs)
+    kwargs = {"margin": cfg.crop.margin, "storage": cfg.data.crop_storage, **crop_set.cache_inputs()}
+    cache = open_cache(root, records, size, geometry, **kwargs)
+    if cache is None or env.distributed:  # every rank takes part in a build (a reuse costs one sync)
         if cache is None:
             log(f"building the {size} px crop cache for {len(records)} crops under {root} (once)")
-            cache = build_cache(records, size, root, geometry, category_map=category_map, **kwargs)
-    barrier()
-    return cache if cache is not None else build_cache(records, size, root, geometry, category_map=category_map,
-                                                       **kwargs)
+        cache = build_cache(records, size, root, geometry, category_map=crop_set.category_map,
+                            workers=cfg.data.build_workers, part=node_part(env), sync=node_sync(env), **kwargs)
+    return cache
 
 
 class SeededDataset(Dataset):

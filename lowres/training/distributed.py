@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from datetime import timedelta
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -16,7 +17,10 @@ from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
 __all__ = ["DistEnv", "setup_distributed", "cleanup_distributed", "wrap_model", "ResumableSampler", "barrier",
-           "all_reduce_sum", "all_gather_object", "broadcast_state", "resolve_device"]
+           "all_reduce_sum", "all_gather_object", "broadcast_state", "resolve_device", "node_part", "node_sync"]
+
+HOST_WORK_TIMEOUT = timedelta(hours=6)  # crop cache builds: hours on full COCO, far beyond NCCL's 10 minutes
+_NODE_GROUP: Any = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,10 @@ def setup_distributed(device: str = "auto") -> DistEnv:
 
 def cleanup_distributed(env: DistEnv) -> None:
     """Leave the process group if ``setup_distributed`` created it (after the last collective)."""
+    global _NODE_GROUP
     if env.owns_group and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        _NODE_GROUP = None
 
 
 def wrap_model(model: nn.Module, env: DistEnv, *, sync_bn: bool = False) -> nn.Module:
@@ -159,3 +165,35 @@ class ResumableSampler(DistributedSampler):
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "start": self.start, "seed": self.seed}
+
+
+def node_part(env: DistEnv) -> tuple[int, int]:
+    """``(local rank, processes on this node)``: this process's share of node-local host work."""
+    if not env.distributed:
+        return 0, 1
+    return env.local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", env.world_size))
+
+
+def node_sync(env: DistEnv) -> Callable[[Any], Any]:
+    """Barrier of this node's processes that hands every one local rank 0's value (a crop cache build's
+    :data:`~detection_bridge.cache.Sync`).
+
+    It runs over a gloo group of the node's ranks with a six-hour timeout, created once per process
+    (every rank must reach the first call): a cache build takes minutes to hours, and waiting for it
+    in an NCCL barrier would hit NCCL's ten-minute timeout and kill the waiting ranks.
+    """
+    global _NODE_GROUP
+    if not (env.distributed and dist.is_available() and dist.is_initialized()):
+        return lambda value: value
+    if _NODE_GROUP is None:
+        size = node_part(env)[1]
+        _NODE_GROUP, _ = dist.new_subgroups(group_size=size, backend="gloo", timeout=HOST_WORK_TIMEOUT)
+    group = _NODE_GROUP
+    src = dist.get_global_rank(group, 0)
+
+    def sync(value: Any) -> Any:
+        box = [value]
+        dist.broadcast_object_list(box, src=src, group=group)
+        return box[0]
+
+    return sync

@@ -54,7 +54,9 @@ def _eval_config(state: dict[str, Any], *, data: str | None, boxes: str | None, 
                  batch_size: int | None, device: str) -> Config:
     """The checkpoint's own config with the evaluation's data choices (start weights are not re-read)."""
     raw = state["config"]
-    data_over: dict[str, Any] = {"max_val": None, "background": bool(state["category_map"].get("background", False))}
+    # One pass: the crops stream from the JPEGs (decoded once per image) instead of filling a cache read once.
+    data_over: dict[str, Any] = {"max_val": None, "background": bool(state["category_map"].get("background", False)),
+                                 "cache": False}
     for key, value in (("path", data), ("boxes", boxes), ("detections_file", detections_file)):
         if value is not None:
             data_over[key] = str(value)

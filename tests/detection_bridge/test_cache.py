@@ -15,7 +15,7 @@ from detection_bridge.cache import CropCache, build_cache, cache_key, open_cache
 from detection_bridge.coco import load_split
 from detection_bridge.cropper import extract_crops
 from detection_bridge.dataset import CropDataset
-from detection_bridge.errors import ImageError
+from detection_bridge.errors import CacheError, ImageError
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,8 @@ def test_threaded_build_gives_the_same_crops(tiny_coco, tmp_path):
     records = load_split(tiny_coco.root, "val", boxes="both", background=True, jitter=3).records
     one = build_cache(records, 24, tmp_path / "one")
     two = build_cache(records, 24, tmp_path / "two", workers=2)
-    assert one.records == two.records and np.array_equal(one.array, two.array)
+    assert one.records == two.records
+    assert all(np.array_equal(one[i], two[i]) for i in range(len(one)))
 
 
 def test_second_build_and_cached_epochs_decode_no_jpeg(tiny_coco, tmp_path, monkeypatch):
@@ -76,18 +77,36 @@ def test_key_changes_with_every_input(tiny_coco, tmp_path):
     assert cache_key(records, 79, CropGeometry(mode="warp"), 0.2) != base
     assert cache_key(records, 79, CropGeometry(context=1.0), 0.2) != base
     assert cache_key(records, 79, geo, 0.2, draft=False) != base
+    assert cache_key(records, 79, geo, 0.2, storage="jpeg") != base
     path = tiny_coco.image_path("a.jpg")
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert cache_key(records, 79, geo, 0.2) != base
+    assert cache_key(records, 79, geo, 0.2) == base  # a touched file (or a copy with new mtimes) keys the same
+    path.write_bytes(path.read_bytes() + b"\0")
+    assert cache_key(records, 79, geo, 0.2) != base  # a file of another size does not
+
+
+def test_identical_data_in_two_places_gives_one_key(tiny_coco, tmp_path):
+    copy = tmp_path / "node2"
+    shutil.copytree(tiny_coco.root, copy)
+    one = load_split(tiny_coco.root, "val", boxes="both")
+    two = load_split(copy, "val", boxes="both")
+    assert one.records != two.records  # absolute image paths differ
+    geo = CropGeometry()
+    assert cache_key(one.records, 79, geo, 0.2, **one.cache_inputs()) == cache_key(two.records, 79, geo, 0.2,
+                                                                                  **two.cache_inputs())
+    ann = Path(two.cache_inputs()["source_files"][0])
+    ann.write_text(ann.read_text().replace('"images"', '"images" '))  # same records, edited annotation file
+    assert cache_key(one.records, 79, geo, 0.2, **one.cache_inputs()) != cache_key(two.records, 79, geo, 0.2,
+                                                                                  **two.cache_inputs())
 
 
 def test_changed_image_invalidates_the_cache(tiny_coco, tmp_path, jpeg_writer):
     records = load_split(tiny_coco.root, "val").records
     first = build_cache(records, 24, tmp_path, margin=0.0)
+    old_size = tiny_coco.image_path("a.jpg").stat().st_size
     jpeg_writer(tiny_coco.image_path("a.jpg"), 64, 48, seed=99)  # same size, new pixels
-    st = tiny_coco.image_path("a.jpg").stat()
-    os.utime(tiny_coco.image_path("a.jpg"), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert tiny_coco.image_path("a.jpg").stat().st_size != old_size
     assert open_cache(tmp_path, records, 24, margin=0.0) is None  # the old one is never read
     second = build_cache(records, 24, tmp_path, margin=0.0)
     assert second.path != first.path
@@ -134,8 +153,10 @@ def test_bad_image_raises_and_leaves_nothing_or_is_counted(tiny_coco, tmp_path):
 def test_damaged_cache_is_rebuilt(tiny_coco, tmp_path):
     records = load_split(tiny_coco.root, "val").records
     cache = build_cache(records, 24, tmp_path)
-    crops = cache.path / "crops.npy"
+    crops = cache.path / "shard-00000.npy"
     crops.write_bytes(crops.read_bytes()[:-100])
+    with pytest.raises(CacheError, match="shard-00000.npy.*truncated"):
+        CropCache(cache.path)
     assert open_cache(tmp_path, records, 24) is None
     rebuilt = build_cache(records, 24, tmp_path)
     assert rebuilt.path == cache.path and len(rebuilt) == len(records)

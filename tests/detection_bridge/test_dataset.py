@@ -71,7 +71,7 @@ def test_distributed_sampler_shards_the_dataset(synthetic_records, tmp_path):
     assert sorted(set(seen)) == list(range(len(dataset)))
     dataset[0]  # opens the memory map
     clone = pickle.loads(pickle.dumps(dataset))  # what a spawn-started worker receives: no open map
-    assert clone.cache._array is None and clone[3][0].shape == (3, 31, 31)
+    assert all(s._data is None for s in clone.cache.shards) and clone[3][0].shape == (3, 31, 31)
     assert np.array_equal(clone.cache[3], dataset.cache[3])
 
 
