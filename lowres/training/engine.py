@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -22,16 +22,40 @@ __all__ = ["EpochTotals", "StepInfo", "TrainingDiverged", "train_one_epoch", "pr
 
 @dataclass
 class EpochTotals:
-    """Running sums of one epoch; part of a mid-epoch checkpoint so resumed epochs report whole-epoch numbers."""
+    """Running sums of one epoch; part of a mid-epoch checkpoint so resumed epochs report whole-epoch numbers.
+
+    Each step's loss sum and correct count stay on the device (:meth:`add_step`) until :meth:`sync` reads
+    them all in one transfer (every ``log_every`` steps, and before any number is used): reading them every
+    step would wait for the device each step. ``sync`` adds the per-step values one by one, in step order,
+    so the sums are bit-for-bit those of a per-step read wherever the syncs fall (exact resume).
+    """
 
     steps: int = 0
     count: int = 0
     loss_sum: float = 0.0
     correct: int = 0
     seconds: float = 0.0
+    _pending: list = field(default_factory=list, repr=False, compare=False)
+
+    def add_step(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        """Count one step of ``n`` samples; ``loss`` (batch mean) and ``correct`` stay where they are."""
+        self.steps += 1
+        self.count += n
+        self._pending.append(torch.stack([loss.detach().double() * n, correct.double()]))
+
+    def sync(self) -> None:
+        """Fold the pending per-step values into the Python sums (one device-to-host copy)."""
+        if not self._pending:
+            return
+        values = torch.stack(self._pending).cpu().tolist()
+        self._pending.clear()
+        for loss_sum, correct in values:
+            self.loss_sum += loss_sum
+            self.correct += int(correct)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        self.sync()
+        return {k: v for k, v in asdict(self).items() if k != "_pending"}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EpochTotals":
@@ -39,10 +63,12 @@ class EpochTotals:
 
     @property
     def loss(self) -> float:
+        self.sync()
         return self.loss_sum / max(self.count, 1)
 
     @property
     def accuracy(self) -> float:
+        self.sync()
         return self.correct / max(self.count, 1)
 
 
@@ -52,7 +78,7 @@ class StepInfo:
 
     step: int  # global optimiser steps done
     step_in_epoch: int  # steps done in this epoch
-    loss: float  # this batch's loss
+    loss: float  # this batch's loss (read every step by the finiteness check)
     lr: float  # lr used by this step
     images_per_s: float  # this process's throughput over the epoch so far
     grad_norm: float | None
@@ -81,11 +107,12 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
                     device: torch.device, steps: int, totals: EpochTotals | None = None, global_step: int = 0,
                     ema: ModelEma | None = None, label_smoothing: float = 0.1, aux_weight: float = 0.4,
                     clip_grad_norm: float | None = 2.0, clip_mode: str = "global", precision: str = "fp32",
-                    channels_last: bool = False,
+                    channels_last: bool = False, log_every: int = 1,
                     on_step: Callable[[EpochTotals, StepInfo], None] | None = None) -> EpochTotals:
     """Train until this epoch has done ``steps`` optimiser steps (counting those in ``totals`` from before a
     resume). Each batch: forward under autocast, label-smoothed loss + 0.4 aux, backward, clip, step,
-    lr schedule step, EMA update. Returns the epoch's running totals."""
+    lr schedule step, EMA update. The epoch's loss and accuracy sums are read from the device every
+    ``log_every`` steps (and at the epoch's end); ``on_step`` runs every step. Returns the totals (synced)."""
     totals = totals or EpochTotals()
     model.train()
     start = time.perf_counter()
@@ -108,16 +135,15 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
         scheduler.step()
         if ema is not None:
             ema.update(model)
-        n = targets.shape[0]
-        totals.steps += 1
-        totals.count += n
-        totals.loss_sum += loss_value * n
-        totals.correct += int((logits.detach().argmax(dim=1) == targets).sum())
+        totals.add_step(loss, (logits.detach().argmax(dim=1) == targets).sum(), targets.shape[0])
+        if totals.steps % log_every == 0 or totals.steps >= steps:
+            totals.sync()
         totals.seconds = seconds_before + time.perf_counter() - start
         if on_step is not None:
             info = StepInfo(step=global_step + totals.steps, step_in_epoch=totals.steps, loss=loss_value, lr=lr,
                             images_per_s=totals.count / max(totals.seconds, 1e-9), grad_norm=grad_norm)
             on_step(totals, info)
+    totals.sync()
     return totals
 
 

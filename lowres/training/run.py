@@ -194,7 +194,8 @@ class _Run:
             self.totals, self.global_step, self.last_lr = totals, info.step, info.lr
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{info.loss:.3f}", lr=f"{info.lr:.2e}", img_s=f"{info.images_per_s:.1f}")
+                if info.loss is not None:  # read from the device every train.log_every steps
+                    bar.set_postfix(loss=f"{info.loss:.3f}", lr=f"{info.lr:.2e}", img_s=f"{info.images_per_s:.1f}")
             if every and info.step % every == 0 and info.step_in_epoch < self.steps_per_epoch:
                 self.save()
 
@@ -215,7 +216,8 @@ class _Run:
                 steps=self.steps_per_epoch, totals=totals, global_step=self.global_step - totals.steps,
                 ema=self.ema, label_smoothing=t.label_smoothing, aux_weight=t.aux_weight,
                 clip_grad_norm=self.cfg.optim.clip_grad_norm, clip_mode=self.cfg.optim.clip_mode,
-                precision=t.precision, channels_last=self.cfg.model.channels_last, on_step=self._on_step(bar))
+                precision=t.precision, channels_last=self.cfg.model.channels_last, log_every=t.log_every,
+                on_step=self._on_step(bar))
         finally:
             if bar is not None:
                 bar.close()

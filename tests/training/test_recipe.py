@@ -136,3 +136,50 @@ def test_build_optimizer_no_decay_on_bn_and_bias(name, cls):
     if name == "rmsprop_tf":
         assert opt.param_groups[0]["eps"] == 1.0
     assert len(param_groups(model, 0.1)) == 2
+
+
+def _model_and_grads(seed: int):
+    from lowres import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(79, num_classes=5, width=0.1, min_depth=4)
+    extra = nn.Parameter(torch.randn(3, dtype=torch.float64))  # another dtype: its own multi-tensor group
+    no_grad = nn.Parameter(torch.randn(2))  # never gets a gradient: skipped, no state
+    return model, extra, no_grad
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 4e-5])
+def test_rmsprop_tf_multi_tensor_equals_the_per_parameter_loop(weight_decay):
+    """The foreach path against the per-tensor reference, bit for bit, over steps with changing lr."""
+    runs = []
+    for foreach in (False, True):
+        model, extra, no_grad = _model_and_grads(0)
+        groups = [*param_groups(model, weight_decay), {"params": [extra, no_grad], "weight_decay": weight_decay}]
+        opt = RMSpropTF(groups, lr=0.045, foreach=foreach)
+        gen = torch.Generator().manual_seed(1)
+        for step in range(4):
+            for p in [*model.parameters(), extra]:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            for g in opt.param_groups:
+                g["lr"] = 0.045 * 0.94 ** step
+            opt.step()
+        runs.append(([p.detach().clone() for p in [*model.parameters(), extra, no_grad]], opt.state_dict()))
+    (p0, s0), (p1, s1) = runs
+    assert all(torch.equal(a, b) for a, b in zip(p0, p1))
+    assert s0["state"].keys() == s1["state"].keys()
+    for k in s0["state"]:
+        assert all(torch.equal(s0["state"][k][name], s1["state"][k][name]) for name in s0["state"][k])
+
+
+def test_ema_multi_tensor_equals_the_per_tensor_loop():
+    model, _, _ = _model_and_grads(0)
+    emas = [ModelEma(model, decay=0.99, foreach=f) for f in (False, True)]
+    for step in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model.train()(torch.randn(2, 3, 79, 79))  # moves BN statistics and num_batches_tracked
+        for ema in emas:
+            ema.update(model)
+    a, b = (e.module.state_dict() for e in emas)
+    assert all(torch.equal(a[k], b[k]) for k in a) and b["Conv2d_1a_3x3.bn.num_batches_tracked"].item() == 5
