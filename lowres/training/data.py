@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..config import Config
 from .distributed import DistEnv, barrier, node_part, node_sync
@@ -252,7 +252,11 @@ def train_loader(split: SplitData, sampler: Sampler, cfg: Config) -> DataLoader:
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
 
-def eval_loader(split: SplitData, cfg: Config) -> DataLoader:
-    """Loader in record order (no augmentation; the dataset was built with ``train=False``)."""
-    return DataLoader(split.dataset, batch_size=cfg.eval.batch_size, shuffle=False, drop_last=False,
+def eval_loader(split: SplitData, cfg: Config, shard: tuple[int, int] = (0, 1)) -> DataLoader:
+    """Loader in record order (no augmentation; the dataset was built with ``train=False``); ``shard=(r, n)``:
+    only crops r, r + n, ... (distributed evaluation; samples keep their dataset index)."""
+    dataset = split.dataset
+    if shard[1] > 1:
+        dataset = Subset(dataset, range(shard[0], len(dataset), shard[1]))  # type: ignore[arg-type]
+    return DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, drop_last=False,
                       num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())

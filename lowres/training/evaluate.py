@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,25 +19,44 @@ from ..config import Config
 from ..metrics import classification_metrics
 from . import checkpoint as ckpt
 from .data import SplitData, eval_loader, load_split_data, resolve_data_dir
-from .distributed import DistEnv, resolve_device
+from .distributed import DistEnv, all_gather_object, resolve_device
 from .engine import predict
 
 __all__ = ["evaluate_model", "evaluate_checkpoint", "load_model_from_checkpoint", "model_from_state"]
 
 
-def evaluate_model(model: nn.Module, split: SplitData, cfg: Config, device: torch.device) -> dict[str, Any]:
+def evaluate_model(model: nn.Module, split: SplitData, cfg: Config, device: torch.device,
+                   env: DistEnv | None = None) -> dict[str, Any]:
     """Every evaluation number for ``model`` on ``split``: see ``classification_metrics`` for the keys,
-    plus ``seconds`` and ``images_per_s`` of the pass."""
-    return evaluate_with_predictions(model, split, cfg, device)[0]
+    plus ``seconds`` and ``images_per_s`` of the pass. Under torchrun (``env``) every rank must call it."""
+    return evaluate_with_predictions(model, split, cfg, device, env)[0]
 
 
-def evaluate_with_predictions(model: nn.Module, split: SplitData, cfg: Config, device: torch.device
-                              ) -> tuple[dict[str, Any], dict[str, Any]]:
+def _gather_predictions(out: dict[str, Any], env: DistEnv) -> dict[str, Any]:
+    """Every rank's predictions in one ``all_gather_object``, back in dataset order (as one process)."""
+    parts = [p for p in all_gather_object(out) if len(p["targets"])]
+    if not parts:
+        return out
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in ("topk", "targets", "indices")}
+    order = np.argsort(merged["indices"], kind="stable")
+    merged = {k: v[order] for k, v in merged.items()}
+    merged["loss"] = sum(p["loss"] * len(p["targets"]) for p in parts) / len(merged["targets"])
+    return merged
+
+
+def evaluate_with_predictions(model: nn.Module, split: SplitData, cfg: Config, device: torch.device,
+                              env: DistEnv | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``evaluate_model``'s metrics and the per-crop ``predict`` output behind them (``topk``, ``targets``,
-    ``indices`` into ``split.records``): the benchmark pairs variants crop by crop."""
-    loader = eval_loader(split, cfg)
+    ``indices`` into ``split.records``): the benchmark pairs variants crop by crop.
+
+    Distributed: rank r predicts crops r, r + world, ... (no padding, so no crop counts twice) and the
+    predictions are gathered once; every rank then computes the same metrics."""
+    shard = (env.rank, env.world_size) if env is not None and env.distributed else (0, 1)
+    loader = eval_loader(split, cfg, shard=shard)
     start = time.perf_counter()
     out = predict(model, loader, device=device, precision=cfg.train.precision, channels_last=cfg.model.channels_last)
+    if shard[1] > 1:
+        out = _gather_predictions(out, env)  # type: ignore[arg-type]
     seconds = time.perf_counter() - start
     cmap = split.category_map
     buckets = [split.records[i].size_bucket for i in out["indices"]]

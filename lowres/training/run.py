@@ -232,10 +232,10 @@ class _Run:
                 "train_acc": correct / max(count, 1), "lr": self.last_lr, "images_per_s": count / max(totals.seconds, 1e-9),
                 "seconds": totals.seconds}
         last = self.epoch + 1 == self.cfg.train.epochs
-        if self.env.is_main and ((self.epoch + 1) % self.cfg.eval.every == 0 or last):
+        if (self.epoch + 1) % self.cfg.eval.every == 0 or last:  # every rank evaluates its shard
             use_ema = self.ema is not None and self.cfg.eval.use_ema
             self.last_val = evaluate_model(self.ema.module if use_ema else self.module, self.val_data, self.cfg,
-                                           self.env.device)
+                                           self.env.device, self.env)
             line.update(val_top1=self.last_val["top1"], val_top5=self.last_val["top5"],
                         val_loss=self.last_val["loss"], val_balanced_accuracy=self.last_val["balanced_accuracy"],
                         val_seconds=self.last_val["seconds"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -23,3 +24,27 @@ def test_two_process_ddp_on_cpu(tiny_config, run_python, child_train, tmp_path):
     assert len(lines) == 1 and json.loads(lines[0])["step"] == 3
     state = torch.load(out / "last.pt", weights_only=True)
     assert len(state["rng"]) == 2 and state["sampler"]["world_size"] == 2
+
+
+def test_distributed_evaluation_equals_one_process(tiny_config, run_python, tmp_path):
+    """Two gloo ranks each evaluate half of the crops; after one gather both hold the one-process metrics."""
+    import importlib.util
+
+    from lowres.training.distributed import DistEnv
+
+    cfg = tiny_config("data.max_val=21", "eval.bootstrap=10", "eval.batch_size=4")
+    child = str(Path(__file__).with_name("_child_eval.py"))
+    run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", child,
+                json.dumps(cfg.to_dict()), str(tmp_path)])
+    spec = importlib.util.spec_from_file_location("_child_eval", child)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    alone = json.loads(json.dumps(module.evaluate_seeded(cfg, DistEnv()), default=str))
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["gathers"] == 1
+        metrics = got["metrics"]
+        assert metrics["count"] == alone["count"] == 21
+        assert abs(metrics["loss"] - alone["loss"]) < 1e-9
+        for key in ("top1", "top5", "top1_ci", "per_class", "confusion", "per_size_bucket", "balanced_accuracy"):
+            assert metrics[key] == alone[key], key
