@@ -51,7 +51,8 @@ STALE_UNOWNED_SECONDS = 24 * 3600  # build folders of an older format (no owner 
 Sync = Callable[[Any], Any]  # barrier of all parts that returns part 0's value to every part
 
 
-def _local_sync(value: Any) -> Any:
+def local_sync(value: Any) -> Any:
+    """The :data:`Sync` of a build by one process."""
     return value
 
 
@@ -311,7 +312,7 @@ def build_cache(records: Sequence[CropRecord], size: int, cache_root: str | os.P
                 category_map: CategoryMap | None = None, on_error: OnError = "raise", draft: bool = True,
                 progress: Callable[[int], None] | None = None, workers: int = 1, storage: str = "auto",
                 data_root: str | os.PathLike | None = None, source_files: Sequence[str | os.PathLike] = (),
-                part: tuple[int, int] = (0, 1), sync: Sync = _local_sync,
+                part: tuple[int, int] = (0, 1), sync: Sync = local_sync,
                 shard_images: int = SHARD_IMAGES) -> CropCache:
     """Build (or reuse) the cache of ``records`` at ``size`` under ``cache_root``; decode each image once.
 
@@ -341,6 +342,9 @@ def build_cache(records: Sequence[CropRecord], size: int, cache_root: str | os.P
             _finish(records, build, len(shards), header, category_map)
             _replace_into(build, final, key)
         sync(None)
+    except OSError as e:  # writing the index or renaming: a full or read-only disk
+        shutil.rmtree(build, ignore_errors=True)
+        raise CacheError(f"{build}: cannot finish the crop cache: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from ._io import atomic_write_json
 from .boxes import CropGeometry
-from .cache import DEFAULT_MARGIN, Sync, _local_sync, build_cache
+from .cache import DEFAULT_MARGIN, Sync, local_sync, build_cache
 from .coco import BoxSource, load_split
 from .errors import OnError, SkipLog
 from .records import summarize_records
@@ -27,7 +27,7 @@ def build_crops(data: str | os.PathLike | None = None, split: str = "train", siz
                 jitter: int = 0, score_threshold: float | None = None, top_k: int | None = None,
                 iou_positive: float = 0.5, iou_background: float = 0.3, draft: bool = True,
                 progress: Callable[[int], None] | None = None, workers: int = 1, storage: str = "auto",
-                part: tuple[int, int] = (0, 1), sync: Sync = _local_sync) -> dict[str, Any]:
+                part: tuple[int, int] = (0, 1), sync: Sync = local_sync) -> dict[str, Any]:
     """Build the crop cache of one split at ``size`` under ``out`` and write ``out/summary_<split>_<size>px.json``.
 
     ``data`` is a coco-mini-layout folder; ``annotations``/``images`` override its paths. ``boxes``
