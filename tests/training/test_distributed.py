@@ -46,5 +46,5 @@ def test_distributed_evaluation_equals_one_process(tiny_config, run_python, tmp_
         metrics = got["metrics"]
         assert metrics["count"] == alone["count"] == 21
         assert abs(metrics["loss"] - alone["loss"]) < 1e-6 * alone["loss"]  # float32 sums over other batches
-        for key in ("top1", "top5", "top1_ci", "per_class", "confusion", "per_size_bucket", "balanced_accuracy"):
+        for key in ("top1", "top5", "top1_ci", "per_class", "confusion_matrix", "size_buckets", "balanced_accuracy"):
             assert metrics[key] == alone[key], key
