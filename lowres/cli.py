@@ -90,25 +90,58 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
     click.echo(format_summary(summary))
 
 
+def _train_presets_help() -> str:
+    from .config import list_presets
+
+    return (f"YAML file or preset name ({', '.join(list_presets())}). Default: with --resume RUN_DIR/config.yaml; "
+            "with --data the paper's recipe (paper); with neither, smoke on the synthetic set.")
+
+
+def _default_train_config(config_file: str | None, data: str | None, out_dir: str | None, resume: bool
+                          ) -> tuple[str | None, str | None]:
+    """``(config, note)`` when no --config is given: the run's own config.yaml on --resume; the paper's recipe
+    with --data (a real run, hours: the time per epoch is printed after the first steps); the smoke preset
+    without data, so the first command a user types finishes in seconds and says what it did."""
+    if config_file is not None:
+        return config_file, None
+    from pathlib import Path
+
+    saved = Path(out_dir) / "config.yaml" if out_dir else None
+    if resume and saved is not None and saved.is_file():
+        return str(saved), None
+    if data is None:
+        return "smoke", ("note: no --config and no --data: running the smoke preset (configs/smoke.yaml: width "
+                         "0.125, 2 epochs of 4 steps, seconds on a CPU) on the generated synthetic set; for a real run "
+                         "pass --data DIR (the paper's recipe) or --config NAME")
+    return "paper", ("note: no --config: the paper's recipe (configs/paper.yaml: width 1.0, 100 epochs, RMSProp, "
+                     "batch 32); the time per epoch is estimated after the first steps. --config cpu is the "
+                     "2-core-CPU recipe")
+
+
 @main.command()
 @click.option("--stem", type=click.Choice(["79", "151", "299"]), default=None,
               help="Stem / input size (overrides the config's model.stem).")
-@click.option("--config", "config_file", default=None,
-              help="YAML file or preset name (smoke, cpu, paper). With --resume, defaults to RUN_DIR/config.yaml.")
+@click.option("--config", "config_file", default=None, help=_train_presets_help())
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config value, e.g. --set optim.lr=0.01 (repeatable; YAML scalars).")
 @click.option("--data", type=click.Path(file_okay=False), default=None,
               help="COCO-layout (coco-mini) or ImageNet-layout folder; without it the generated synthetic set is used.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Run folder.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run folder (required unless --print-config).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
               help="bf16 = autocast with bfloat16 (overrides train.precision).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
-def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...], data: str | None, out_dir: str,
-          precision: str | None, resume: bool, no_progress: bool) -> None:
-    """Train a stem on crops with the paper's recipe (torchrun-ready); writes config.yaml, metrics.jsonl,
-    last.pt/best.pt and val_metrics.json to --out and prints the final epoch's metrics as JSON."""
+@click.option("--no-progress", is_flag=True, help="No progress bars (they are shown only on a terminal anyway; "
+              "without one a line is logged every train.log_every steps).")
+@click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
+def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...], data: str | None, out_dir: str | None,
+          precision: str | None, resume: bool, no_progress: bool, print_config: bool) -> None:
+    """Train a stem on crops (torchrun-ready). Writes config.yaml, provenance.json, train.log, metrics.jsonl,
+    scalars.csv (and TensorBoard events in tb/ when installed), last.pt/best.pt, checkpoints/ and
+    val_metrics.json to --out, logs a line per epoch and prints the final epoch's metrics as JSON."""
     from pathlib import Path
+
+    import yaml
 
     from detection_bridge.errors import BridgeError
 
@@ -116,11 +149,21 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
     from .training.checkpoint import CheckpointError
     from .training.run import train as run_training
 
-    if config_file is None and resume and (Path(out_dir) / "config.yaml").is_file():
-        config_file = str(Path(out_dir) / "config.yaml")
+    if out_dir is None and not print_config:
+        raise click.UsageError("Missing option '--out' (the run folder).")
+    config_file, note = _default_train_config(config_file, data, out_dir, resume)
+    if data is not None:
+        data = str(Path(data).expanduser().resolve())  # the run folder records where the data really was
     try:
         flags = (f"train.precision={precision}",) if precision else ()
         cfg = load_config(config_file, (*overrides, *flags), stem=int(stem) if stem else None, data=data)
+        if print_config:
+            click.echo(f"# resolved from {config_file}" + (f" + {len(overrides) + len(flags)} override(s)"
+                                                          if overrides or flags else "") + "\n"
+                       + yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
+            return
+        if note:
+            click.echo(note, err=True)
         summary = run_training(cfg, out_dir, resume=resume, progress=not no_progress, log=lambda m: click.echo(m, err=True))
     except (ConfigError, CheckpointError, BridgeError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -165,13 +208,26 @@ def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detectio
                f"[{fmt(lo)}, {fmt(hi)}], top-5 {fmt(m['top5'])}, balanced {fmt(m['balanced_accuracy'])} -> {out_file}")
 
 
+def _checkpoint_data(checkpoint: str) -> str:
+    """``rescore`` without --data/--images: the checkpoint's training data folder, saying so."""
+    from .training.checkpoint import load_checkpoint
+    from .training.evaluate import checkpoint_data_path
+
+    path = checkpoint_data_path(load_checkpoint(checkpoint), checkpoint, lambda m: click.echo(m, err=True))
+    if path is None:
+        raise click.UsageError(f"{checkpoint} was trained on the synthetic set: give --data DIR [--split S] or "
+                               "--images DIR [--annotations FILE]")
+    return path
+
+
 @main.command()
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True,
               help="A `lowres train` checkpoint (its EMA weights unless --no-ema).")
 @click.option("--detections", type=click.Path(exists=True, dir_okay=False), required=True,
               help="COCO results JSON from any detector: image_id, category_id, bbox [x,y,w,h], score.")
 @click.option("--data", type=click.Path(file_okay=False), default=None,
-              help="coco-mini-layout folder (annotations/instances_SPLIT.json, images/SPLIT/).")
+              help="coco-mini-layout folder (annotations/instances_SPLIT.json, images/SPLIT/); default: the "
+                   "checkpoint's training data, unless --images is given.")
 @click.option("--split", default="val", show_default=True)
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="Image folder; without --annotations, files are found by id (000000000139.jpg -> 139).")
@@ -191,11 +247,14 @@ def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detectio
 @click.option("--device", default="auto", show_default=True, help="auto = cuda when available, else cpu.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of their moving average.")
 @click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, help="Also write the summary as JSON.")
+@click.option("--label-map", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON {detector label: COCO category id} (or a list indexed by label) when the detections' "
+                   "category_id are not COCO ids; outputs are written in COCO ids.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def rescore(checkpoint: str, detections: str, data: str | None, split: str, images: str | None,
             annotations: str | None, out_file: str, fusion: str, background_threshold: float, skip_unknown: bool,
             batch_images: int, chunk_size: int, precision: str, device: str, no_ema: bool, metrics_out: str | None,
-            no_progress: bool) -> None:
+            label_map: str | None, no_progress: bool) -> None:
     """Rescore a detector's COCO results with a second-stage classifier; with ground truth, print COCO AP
     (AP, AP50, AP75, APs, APm, APl) before and after, per fusion rule."""
     from .rcnn import FUSIONS, SecondStage
@@ -203,15 +262,20 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
     from .rcnn.files import metrics_table, rescore_file
     from .training.checkpoint import CheckpointError
 
-    if (data is None) == (images is None and annotations is None):
-        raise click.UsageError("give either --data DIR [--split S] or --images DIR [--annotations FILE]")
+    if data is not None and (images is not None or annotations is not None):
+        raise click.UsageError("give either --data DIR [--split S] or --images DIR [--annotations FILE], not both")
     if annotations is not None and images is None:
         raise click.UsageError("--annotations needs --images")
     fusions = list(FUSIONS) if fusion == "all" else [fusion]
     try:
         from tqdm.auto import tqdm
 
+        from .rcnn.files import load_label_map
         from .training.distributed import resolve_device
+
+        mapping = load_label_map(label_map) if label_map else None
+        if data is None and images is None:
+            data = _checkpoint_data(checkpoint)
 
         dev = resolve_device(device)
         stage = SecondStage.from_checkpoint(checkpoint, dev, use_ema=not no_ema, chunk_size=chunk_size,
@@ -221,7 +285,7 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
                                    images=images, annotations=annotations,
                                    background_threshold=None if background_threshold >= 1 else background_threshold,
                                    batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
-                                   progress=bar.update)
+                                   progress=bar.update, label_map=mapping)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{summary['detections']} detections on {summary['images']} images; kept {summary['kept']}; "

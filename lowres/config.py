@@ -121,6 +121,9 @@ class TrainConfig:
     deterministic: bool = False  # torch deterministic algorithms: exact resume, slower on GPU
     device: str = "auto"  # auto = cuda when available (local rank's GPU under torchrun), else cpu
     checkpoint_every: int = 0  # also write last.pt every N optimiser steps (0 = at epoch ends only)
+    keep_checkpoints: int = 2  # also keep checkpoints/epoch_NNNN.pt of the last K epochs (0 = none; detectron2-style)
+    log_every: int = 20  # a step line (without a TTY) and step scalars every N optimiser steps (detectron2's 20)
+    tensorboard: bool = True  # also write TensorBoard events to RUN_DIR/tb when tensorboard is installed
     max_steps_per_epoch: Optional[int] = None  # cut epochs short (smoke runs)
     threads: Optional[int] = None  # torch.set_num_threads for CPU runs (None = torch's default)
 
@@ -261,8 +264,12 @@ def _check_ranges(cfg: Config, source: str) -> None:
     for key, value in {"crop.size": cfg.crop.size, "crop.upsample_to": cfg.crop.upsample_to}.items():
         if value is not None and value < 8:
             raise ConfigError(f"{source}: '{key}' must be null or >= 8 pixels, got {value!r}")
-    if cfg.train.checkpoint_every < 0 or cfg.data.num_workers < 0:
-        raise ConfigError(f"{source}: 'train.checkpoint_every' and 'data.num_workers' must be >= 0")
+    for key, value in {"train.checkpoint_every": cfg.train.checkpoint_every, "data.num_workers": cfg.data.num_workers,
+                       "train.keep_checkpoints": cfg.train.keep_checkpoints}.items():
+        if value < 0:
+            raise ConfigError(f"{source}: '{key}' must be >= 0, got {value!r}")
+    if cfg.train.log_every < 1:
+        raise ConfigError(f"{source}: 'train.log_every' must be >= 1, got {cfg.train.log_every!r}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -300,9 +307,16 @@ def _presets_dir() -> Path:
         return Path(__file__).resolve().parent.parent / "configs"
 
 
-def list_presets() -> list[str]:
-    """Names of the YAML presets (``smoke``, ``cpu``, ``paper``, ...)."""
-    return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+BENCH_PREFIX = "bench_"  # configs/bench_NAME.yaml are `lowres bench --preset NAME` presets, not training configs
+
+
+def list_presets(kind: Literal["train", "bench", "all"] = "train") -> list[str]:
+    """Names of the YAML presets: training ones (``smoke``, ``cpu``, ``paper``, ``second_stage``) by default,
+    ``kind="bench"`` the bench presets (``bench_smoke`` ...), ``"all"`` both."""
+    names = sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+    if kind == "all":
+        return names
+    return [n for n in names if n.startswith(BENCH_PREFIX) == (kind == "bench")]
 
 
 def preset_path(name_or_path: str | Path) -> Path:
@@ -316,6 +330,15 @@ def preset_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config '{name_or_path}' is neither a file nor a preset (presets: {', '.join(list_presets())})")
 
 
+def _refuse_bench_preset(raw: Any, source: str) -> None:
+    """A bench preset (``bench:`` + ``config:`` sections) given to ``train``: say which command takes it."""
+    if isinstance(raw, dict) and "bench" in raw:
+        name = Path(source).stem
+        hint = f"lowres bench --preset {name[len(BENCH_PREFIX):]}" if name.startswith(BENCH_PREFIX) else "lowres bench"
+        raise ConfigError(f"{source} is a bench preset (it has a 'bench:' section): run it with `{hint}`; "
+                          f"training presets: {', '.join(list_presets())}")
+
+
 def load_config(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
                 stem: int | None = None, data: str | None = None) -> Config:
     """Resolve defaults < YAML (file or preset name) < ``--set`` overrides < ``stem``/``data`` flags."""
@@ -325,6 +348,7 @@ def load_config(config: str | Path | None = None, overrides: list[str] | tuple[s
         path = preset_path(config)
         source = str(path)
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        _refuse_bench_preset(raw, source)
         Config.from_dict(raw, source=source)  # report YAML mistakes against the file, not the flags
     raw = apply_overrides(raw, list(overrides))
     flags = bool(overrides)

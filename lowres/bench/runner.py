@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Callable
 import yaml
 
 from .._atomic import atomic_write_json
+from ..provenance import git_state
 from ..config import Config
 from ..training import checkpoint as ckpt
 from ..training.data import load_split_data, resolve_data_dir
@@ -42,7 +42,7 @@ Log = Callable[[str], None]
 
 # Keys that change where or how fast a run goes, not what it learns: a finished run is reused across them.
 RUNTIME_KEYS = frozenset({"data.cache_dir", "data.num_workers", "train.threads", "train.device",
-                          "train.checkpoint_every"})
+                          "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.tensorboard"})
 
 
 class BenchError(RuntimeError):
@@ -153,21 +153,6 @@ def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: b
     return {**result, "reused": False}
 
 
-def _git_commit() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
-
-
 def environment(cfg: dict[str, Any]) -> dict[str, Any]:
     """What the speed and time columns were measured on."""
     import torch
@@ -177,7 +162,7 @@ def environment(cfg: dict[str, Any]) -> dict[str, Any]:
                                                                              platform.machine())
     return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "device": str(device), "device_name": name, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), **_git_commit()}
+            "torch_threads": torch.get_num_threads(), **git_state()}
 
 
 def _costs(spec: BenchSpec, configs: dict[str, Config], results: dict[str, list[dict[str, Any]]],

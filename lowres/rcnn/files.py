@@ -62,6 +62,27 @@ class ImageIndex:
         return cls({e.image_id: e.path for e in images}, {e.image_id: (e.width, e.height) for e in images})
 
 
+def load_label_map(path: str | os.PathLike) -> dict[int, int | None]:
+    """A detector-label -> COCO-category-id map from JSON: an object ``{"1": 1, "2": 3, ...}`` or a list indexed
+    by detector label (``null`` for unused labels, e.g. background). Bad entries raise ``ValueError`` naming them."""
+    from detection_bridge._io import read_json
+
+    data = read_json(path, "label map")
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else None
+    if items is None:
+        raise ValueError(f"{path}: a label map must be a JSON object {{detector label: COCO category id}} or a list")
+    out: dict[int, int | None] = {}
+    for key, value in items:
+        try:
+            label = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: key {key!r} is not an integer detector label") from None
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"{path}: label {key!r} maps to {value!r}, not an integer COCO category id or null")
+        out[label] = value
+    return out
+
+
 def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read and validate a COCO results file (a JSON list); a bad entry raises ``ValueError`` naming it."""
     from detection_bridge._io import read_json
@@ -146,8 +167,10 @@ def _classify_batch(stage: SecondStage, index: ImageIndex, results: list[dict[st
 def rescore_results(stage: SecondStage, results: list[dict[str, Any]], index: ImageIndex,
                     fusions: Iterable[str] = ("product",), *, background_threshold: float | None = 0.5,
                     batch_images: int = 8, on_unknown: str = "raise",
-                    progress: Callable[[int], None] | None = None) -> RescoredResults:
-    """Rescore validated COCO ``results`` (category ids must be in the model's map) with each rule in ``fusions``.
+                    progress: Callable[[int], None] | None = None, label_space: LabelSpace | None = None
+                    ) -> RescoredResults:
+    """Rescore validated COCO ``results`` (category ids must be in the model's map, or detector labels of
+    ``label_space``'s map) with each rule in ``fusions``; outputs are written in COCO category ids.
 
     Classification runs once; each rule is a cheap fusion over the same probabilities. ``progress`` is
     called with the number of images done after each batch.
@@ -158,7 +181,7 @@ def rescore_results(stage: SecondStage, results: list[dict[str, Any]], index: Im
             raise ValueError(f"unknown fusion rule {rule!r}; choose from {FUSIONS}")
     if on_unknown not in ("raise", "skip"):
         raise ValueError(f"on_unknown must be 'raise' or 'skip', got {on_unknown!r}")
-    space, skipped = LabelSpace(stage.category_map), Counter()
+    space, skipped = label_space or LabelSpace(stage.category_map), Counter()
     groups = _group(results, index, on_unknown, skipped)
     order = [i for image_id in sorted(groups) for i in groups[image_id]]
     det_labels = space.to_classifier(torch.tensor([results[i]["category_id"] for i in order], dtype=torch.int64),
@@ -229,13 +252,16 @@ def _ground_truth(data: str | None, split: str, images: str | None, annotations:
 def rescore_file(stage: SecondStage, detections: str | os.PathLike, out: str | os.PathLike, *,
                  fusions: list[str], data: str | None = None, split: str = "val", images: str | None = None,
                  annotations: str | None = None, background_threshold: float | None = 0.5, batch_images: int = 8,
-                 on_unknown: str = "raise", progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+                 on_unknown: str = "raise", progress: Callable[[int], None] | None = None,
+                 label_map: dict[int, int | None] | None = None) -> dict[str, Any]:
     """Everything ``lowres rescore`` does, as a function: returns a summary with the written paths, the
-    skipped counts and, when ground truth is known, COCO metrics ``before`` and per rule."""
+    skipped counts and, when ground truth is known, COCO metrics ``before`` and per rule. ``label_map``
+    (:func:`load_label_map`): the detections' ``category_id`` are detector labels, mapped to COCO ids."""
     coco, index = _ground_truth(data, split, images, annotations)
     results = load_results(detections)
+    space = LabelSpace(stage.category_map, label_map)
     rescored = rescore_results(stage, results, index, fusions, background_threshold=background_threshold,
-                               batch_images=batch_images, on_unknown=on_unknown, progress=progress)
+                               batch_images=batch_images, on_unknown=on_unknown, progress=progress, label_space=space)
     written = {}
     for rule, path in fusion_output_paths(out, fusions).items():
         written[rule] = str(atomic_write_json(path, rescored.by_fusion[rule]))
@@ -243,7 +269,8 @@ def rescore_file(stage: SecondStage, detections: str | os.PathLike, out: str | o
                                "skipped": dict(rescored.skipped),
                                "kept": {r: len(v) for r, v in rescored.by_fusion.items()}}
     if coco is not None:
-        known = [r for r in results if r["image_id"] in index.paths]  # what was actually rescored
+        known = [r if space.identity else {**r, "category_id": space.to_category.get(r["category_id"], -1)}
+                 for r in results if r["image_id"] in index.paths]  # what was rescored, in COCO category ids
         summary["metrics"] = {"before": coco_bbox_metrics(coco, known),
                               **{rule: coco_bbox_metrics(coco, rescored.by_fusion[rule]) for rule in fusions}}
     return summary

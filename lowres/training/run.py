@@ -27,6 +27,7 @@ from .distributed import (DistEnv, ResumableSampler, all_gather_object, all_redu
                           cleanup_distributed, setup_distributed, wrap_model)
 from .engine import EpochTotals, StepInfo, train_one_epoch
 from .evaluate import evaluate_model
+from .monitor import RunMonitor
 from .recipe import ModelEma, build_optimizer, build_scheduler
 
 __all__ = ["train", "build_model_from_config"]
@@ -80,9 +81,10 @@ def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
 class _Run:
     """The mutable state of one training run and the operations on it (kept small: see ``train``)."""
 
-    def __init__(self, cfg: Config, out_dir: Path, env: DistEnv, log: Log, progress: bool) -> None:
-        self.cfg, self.out_dir, self.env, self.log, self.progress = cfg, out_dir, env, log, progress
-        data_dir = resolve_data_dir(cfg, env=env, log=log)
+    def __init__(self, cfg: Config, out_dir: Path, env: DistEnv, monitor: RunMonitor, progress: bool) -> None:
+        self.cfg, self.out_dir, self.env, self.monitor, self.progress = cfg, out_dir, env, monitor, progress
+        self.log = log = monitor.log
+        self.data_dir = data_dir = resolve_data_dir(cfg, env=env, log=log)
         self.train_data = load_split_data(data_dir, cfg.data.train_split, cfg, train=True, env=env, log=log)
         self.val_data = load_split_data(data_dir, cfg.data.val_split, cfg, train=False, env=env, log=log,
                                         category_map=self.train_data.category_map)
@@ -105,6 +107,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.last_val: dict[str, Any] | None = None
         self.last_lr = self.optimizer.param_groups[0]["lr"]
+        self.provenance: list[dict[str, Any]] = []
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def state(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
@@ -116,17 +119,21 @@ class _Run:
                             "start": (self.totals.steps if self.totals else 0) * self.cfg.train.batch_size},
                 "best_top1": self.best_top1, "history": self.history, "config": self.cfg.to_dict(),
                 "category_map": self.train_data.category_map.to_dict(), "stem": self.cfg.model.stem,
-                "num_classes": self.train_data.category_map.num_classes}
+                "num_classes": self.train_data.category_map.num_classes, "provenance": self.provenance}
 
-    def save(self, *, best: bool = False) -> None:
-        """All ranks gather RNG states (a collective); rank 0 writes last.pt (and best.pt)."""
+    def save(self, *, best: bool = False, epoch_end: bool = False) -> None:
+        """All ranks gather RNG states (a collective); rank 0 writes last.pt (and best.pt, and at an epoch's
+        end checkpoints/epoch_NNNN.pt, keeping the last ``train.keep_checkpoints``)."""
         rng = all_gather_object(ckpt.capture_rng_state())
         if not self.env.is_main:
             return
+        self.monitor.flush()  # the scalars up to this step are on disk before the checkpoint that vouches for them
         state = self.state(rng)
         ckpt.save_checkpoint(state, self.out_dir / "last.pt")
         if best:
             ckpt.save_checkpoint(state, self.out_dir / "best.pt")
+        if epoch_end:
+            ckpt.save_periodic(state, self.out_dir, self.epoch, keep=self.cfg.train.keep_checkpoints)
 
     def restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.env.device)
@@ -145,6 +152,7 @@ class _Run:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.totals = EpochTotals.from_dict(state["totals"]) if state["totals"] else None
         self.best_top1, self.history = float(state["best_top1"]), list(state["history"])
+        self.provenance = list(state.get("provenance") or [])
         rng = state["rng"]
         ckpt.restore_rng_state(rng[self.env.rank] if self.env.rank < len(rng) else rng[0])
         self.log(f"resumed from {path}: {self.epoch} epoch(s) and {self.global_step} step(s) done")
@@ -155,6 +163,7 @@ class _Run:
 
         def on_step(totals: EpochTotals, info: StepInfo) -> None:
             self.totals, self.global_step, self.last_lr = totals, info.step, info.lr
+            self.monitor.step(self.epoch, info.step, info.step_in_epoch, info.loss, info.lr, info.images_per_s)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{info.loss:.3f}", lr=f"{info.lr:.2e}", img_s=f"{info.images_per_s:.1f}")
@@ -202,11 +211,12 @@ class _Run:
                         val_seconds=self.last_val["seconds"])
         line["seconds"] = totals.seconds + line.get("val_seconds", 0.0)
         self.history.append(line)
+        self.monitor.epoch(line, self.history)
         self.epoch, self.totals = self.epoch + 1, None
         top1 = line.get("val_top1")
         best = top1 is not None and top1 > self.best_top1
         self.best_top1 = top1 if best else self.best_top1
-        self.save(best=best)
+        self.save(best=best, epoch_end=True)
         if self.env.is_main:
             _write_history(self.out_dir, self.history)
             if self.last_val is not None:
@@ -223,6 +233,18 @@ def _start(run: _Run, resume: bool) -> None:
     elif last.is_file():
         raise ckpt.CheckpointError(f"{run.out_dir} already holds a run ({last}); pass --resume to continue it "
                                    "or choose another --out")
+
+
+def _record_provenance(run: _Run) -> None:
+    """Append this invocation's provenance to the run's (checkpoints carry the list) and write provenance.json."""
+    if not run.env.is_main:
+        return
+    from ..provenance import collect
+
+    d = run.cfg.data
+    run.provenance.append(collect(run.data_dir, (d.train_split, d.val_split), detections_file=d.detections_file,
+                                  synthetic=d.path is None))
+    atomic_write_json(run.out_dir / "provenance.json", run.provenance, indent=1)
 
 
 def _summary(run: _Run, wall: float) -> dict[str, Any]:
@@ -242,15 +264,15 @@ def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, prog
     final epoch line, last full validation metrics, best top-1, wall seconds. Under torchrun every rank
     calls this; rank 0 writes. ``return_model`` adds the trained module (tests, benchmarks)."""
     env = setup_distributed(cfg.train.device)
-    log = log or _stderr
-    log = log if env.is_main else (lambda message: None)
     out = Path(out_dir)
+    monitor = RunMonitor(out, log=log or _stderr, epochs=cfg.train.epochs, log_every=cfg.train.log_every,
+                         tensorboard=cfg.train.tensorboard, enabled=env.is_main)
     try:
         _configure_runtime(cfg, env)
-        if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-        run = _Run(cfg, out, env, log, progress)
+        run = _Run(cfg, out, env, monitor, progress and monitor.tty)
         _start(run, resume)
+        _record_provenance(run)
+        monitor.start(steps_per_epoch=run.steps_per_epoch, resume_step=run.global_step, epochs_done=run.epoch)
         if env.is_main:
             from ..config import save_config
 
@@ -265,4 +287,5 @@ def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, prog
             summary["ema_model"] = run.ema.module if run.ema else None
         return summary
     finally:
+        monitor.close()
         cleanup_distributed(env)
