@@ -132,9 +132,14 @@ def open_cache(cache_root: str | os.PathLike, records: Sequence[CropRecord], siz
     if not (path / INDEX_NAME).is_file():
         return None
     try:
-        return CropCache(path)
+        cache = CropCache(path)
     except (CacheError, BridgeError):
         return None
+    try:  # mark it used: `lowres cache clean --older-than DAYS` removes caches by last use (atime is unreliable)
+        os.utime(path / INDEX_NAME)
+    except OSError:
+        pass  # a read-only cache is still a good cache
+    return cache
 
 
 def _fill_crops(tmp: Path, records: Sequence[CropRecord], size: int, stored: int, geometry: CropGeometry,

@@ -79,7 +79,7 @@ def check_data_dir(path: str | os.PathLike, split: str | None = None, *, source:
     ``"--data"`` or ``"data.path from checkpoint X"``) and lists the layouts and splits that are there."""
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise MalformedFileError(str(root), None, "missing_file", f"{source}: no such folder")
+        raise MalformedFileError(str(root), None, "missing_file", f"{source}: folder not found")
     found = describe_data_dir(root)
     if COCO_LAYOUT not in found:
         raise MalformedFileError(str(root), None, "missing_file",

@@ -26,6 +26,8 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
     """Per stem: input, grid sizes, parameters and forward GFLOPs, measured from the model."""
     from .models.profile import stem_table
 
+    click.echo(f"measuring 3 stems at width {width:g} (FLOPs are counted by running each model once; "
+               "up to a minute on a CPU at width 1.0) ...", err=True)
     try:
         rows = stem_table(width=width, min_depth=min_depth, num_classes=num_classes)
     except ValueError as exc:
@@ -361,8 +363,52 @@ def bench(preset: str, data: str | None, seeds: int | None, variants: str | None
     for row in report["rows"]:
         lo, hi = row["top1_ci"]
         click.echo(f"{row['variant']:>12}: top-1 {100 * row['top1']:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]  "
-                   f"{row['gflops']:.3f} GFLOPs  {row['images_per_s']:.0f} img/s")
+                   f"{row['gflops']:.3f} GFLOPs  {row['images_per_s']:.0f} img/s (median; rounds "
+                   f"{row['images_per_s_spread'][0]:.0f}-{row['images_per_s_spread'][1]:.0f})")
     click.echo(f"report: {Path(out_dir) / 'report.md'}")
+
+
+@main.group()
+def cache() -> None:
+    """The on-disk cache (crop caches and the synthetic set): ~/.cache/lowres, or data.cache_dir."""
+
+
+def _cache_root(cache_dir: str | None) -> "Path":
+    from .config import Config
+    from .training.data import default_cache_root
+
+    cfg = Config()
+    cfg.data.cache_dir = cache_dir
+    return default_cache_root(cfg)
+
+
+@cache.command("list")
+@click.option("--cache-dir", default=None, help="Cache root (default: ~/.cache/lowres, as data.cache_dir).")
+def cache_list(cache_dir: str | None) -> None:
+    """Each entry with its size and the days since it was last used."""
+    from .cache_admin import cache_entries, format_entries
+
+    root = _cache_root(cache_dir)
+    click.echo(format_entries(cache_entries(root), root))
+
+
+@cache.command("clean")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Only entries unused for more than DAYS days (default: every entry).")
+@click.option("--cache-dir", default=None, help="Cache root (default: ~/.cache/lowres, as data.cache_dir).")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, remove nothing.")
+def cache_clean(older_than: float | None, cache_dir: str | None, dry_run: bool) -> None:
+    """Remove crop caches and synthetic sets (they are rebuilt on demand, at the cost of one decode)."""
+    from .cache_admin import clean_cache, format_bytes
+
+    root = _cache_root(cache_dir)
+    removed = clean_cache(root, older_than_days=older_than, dry_run=dry_run)
+    for e in removed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {e.kind} {e.path} ({format_bytes(e.bytes)}, "
+                   f"unused {e.age_days():.1f} d)")
+    total = format_bytes(sum(e.bytes for e in removed))
+    click.echo(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {total} "
+               f"{'would be freed' if dry_run else 'freed'} under {root}")
 
 
 if __name__ == "__main__":  # python -m lowres.cli (torchrun uses this form)

@@ -171,8 +171,21 @@ def _costs(spec: BenchSpec, configs: dict[str, Config], results: dict[str, list[
         f"(batch {spec.throughput.batch}, {spec.throughput.rounds} interleaved rounds)")
     jobs = {name: (cfg, int(results[name][0]["num_classes"]), VARIANTS[name].input_size)
             for name, cfg in configs.items()}
-    speed = measure_throughput(jobs, spec.throughput)
+    speed = measure_throughput(jobs, spec.throughput, log=log)
     return {name: {**profile_variant(cfg, n, size), **speed[name]} for name, (cfg, n, size) in jobs.items()}
+
+
+def _wall_times(out: Path, seconds: float, results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every invocation's wall time on this report folder, this one last: a re-render (all runs reused) must not
+    replace the time the bench took to train with its own few seconds."""
+    previous: list[dict[str, Any]] = []
+    try:
+        old = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        previous = old.get("wall_times") or [{"seconds": float(old["bench_seconds"]), "trained": None}]
+    except (OSError, ValueError, KeyError, TypeError):
+        previous = []  # no earlier report (or an unreadable one): this invocation is the first on record
+    trained = sum(not r.get("reused") for runs in results.values() for r in runs)
+    return [*previous, {"seconds": seconds, "trained": trained}]
 
 
 def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None = None, command: str | None = None,
@@ -182,7 +195,7 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
     ``data``: a coco-mini-layout folder (train on ``data.train_split``, report on ``data.val_split``);
     None = the generated synthetic set (printed as a note). Returns the report dict (report.json).
     """
-    from .plots import write_plots
+    from .plots import run_curves, write_plots
     from .report import build_report, write_report
 
     out = Path(out_dir)
@@ -205,9 +218,13 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
             results.setdefault(name, []).append(
                 run_variant(cfg, out / "runs" / name / f"seed{seed}", name=name, seed=seed, progress=progress,
                             log=log))
+    for runs in results.values():
+        for r in runs:  # learning curves from what training wrote (scalars.csv), read afresh for reused runs too
+            r["curves"] = run_curves(r["run_dir"], r["history"])
     costs = _costs(spec, configs, results, log)
     report = build_report(spec, results, costs, configs=configs, data=data, command=command,
-                          environment=environment(spec.config), bench_seconds=time.perf_counter() - start)
+                          environment=environment(spec.config),
+                          wall_times=_wall_times(out, time.perf_counter() - start, results))
     report["plots"] = write_plots(report, out)
     if not report["plots"]:
         log("note: matplotlib is not installed, so no plots were drawn (pip install 'lowres[report]')")

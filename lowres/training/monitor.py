@@ -33,6 +33,7 @@ SCALARS_FILE = "scalars.csv"
 LOG_FILE = "train.log"
 _FIELDS = ("wall_time", "epoch", "step", "tag", "value")
 ESTIMATE_STEPS = 10  # the time per epoch is estimated from steps 2..10 of an invocation (step 1 builds kernels)
+_TB_OFF_SAID: list[bool] = []  # the "TensorBoard is off" note once per process (the bench trains many runs)
 
 Log = Callable[[str], None]
 
@@ -82,8 +83,10 @@ class _TensorBoard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # torch raises ImportError when the tensorboard package is absent
-            log(f"note: TensorBoard is off (the tensorboard package is not installed; pip install "
-                f"'lowres[tensorboard]'); scalars go to {log_dir.parent / SCALARS_FILE}")
+            if not _TB_OFF_SAID:
+                _TB_OFF_SAID.append(True)
+                log(f"note: TensorBoard is off (the tensorboard package is not installed; pip install "
+                    f"'lowres[tensorboard]'); scalars go to RUN_DIR/{SCALARS_FILE} only")
             return
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
@@ -164,7 +167,7 @@ class RunMonitor:
         self._steps_seen += 1
         if self._steps_seen == 1:
             self._first_step_time = now
-        elif not self._estimated and self._steps_seen >= min(ESTIMATE_STEPS, self.steps_per_epoch):
+        elif not self._estimated and self._steps_seen == min(ESTIMATE_STEPS, self.steps_per_epoch) >= 3:
             self._estimate(now)
         if step % self.log_every == 0 or self._steps_seen == 1:
             frac = epoch + step_in_epoch / max(self.steps_per_epoch, 1)
@@ -181,7 +184,7 @@ class RunMonitor:
         per_step = (now - self._first_step_time) / (self._steps_seen - 1)
         epoch_s = per_step * self.steps_per_epoch
         self.log(f"estimate: {format_duration(epoch_s)} per epoch of training ({self.steps_per_epoch} steps at "
-                 f"{per_step:.3g} s/step, measured over steps 2-{self._steps_seen} of this invocation), about "
+                 f"{per_step:.3g} s/step, measured from step 1 to step {self._steps_seen} of this invocation), about "
                  f"{format_duration(epoch_s * self.epochs_left)} for the {self.epochs_left} epoch(s) left; validation "
                  "comes on top")
 

@@ -27,7 +27,7 @@ def test_eval_elsewhere_uses_and_names_the_checkpoint_data_path(tiny_config, tmp
     torch.save({**state, "provenance": []}, work / "run" / "old.pt")  # a checkpoint from before provenance
     old = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/old.pt", "--out", "e.json"])
     assert old.exit_code != 0 and "Traceback" not in old.output
-    assert "data.path 'data' taken from the checkpoint work/run/old.pt (no --data given): no such folder" in old.output
+    assert "data.path 'data' taken from the checkpoint work/run/old.pt (no --data given): folder not found" in old.output
     wrong = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--data", str(work),
                                       "--out", "e.json"])
     assert wrong.exit_code != 0 and "is not a coco-mini-layout folder" in wrong.output
