@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CacheEntry", "cache_entries", "clean_cache", "format_entries", "format_bytes"]
+import click
+
+__all__ = ["CacheEntry", "cache_entries", "clean_cache", "format_entries", "format_bytes", "cache_cli"]
 
 DAY = 86400.0
 
@@ -96,3 +98,43 @@ def format_entries(entries: list[CacheEntry], root: str | os.PathLike) -> str:
     lines.append(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
                  f"{format_bytes(sum(e.bytes for e in entries))} in all")
     return "\n".join(lines)
+
+
+# -- `lowres cache` (registered on the main group by lowres.cli) ------------------------------------------
+@click.group("cache")
+def cache_cli() -> None:
+    """The on-disk cache (crop caches and the synthetic set): ~/.cache/lowres, or data.cache_dir."""
+
+
+def _cache_root(cache_dir: str | None) -> Path:
+    from .config import Config
+    from .training.data import default_cache_root
+
+    cfg = Config()
+    cfg.data.cache_dir = cache_dir
+    return default_cache_root(cfg)
+
+
+@cache_cli.command("list")
+@click.option("--cache-dir", default=None, help="Cache root (default: ~/.cache/lowres, as data.cache_dir).")
+def cache_list(cache_dir: str | None) -> None:
+    """Each entry with its size and the days since it was last used."""
+    root = _cache_root(cache_dir)
+    click.echo(format_entries(cache_entries(root), root))
+
+
+@cache_cli.command("clean")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Only entries unused for more than DAYS days (default: every entry).")
+@click.option("--cache-dir", default=None, help="Cache root (default: ~/.cache/lowres, as data.cache_dir).")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, remove nothing.")
+def cache_clean(older_than: float | None, cache_dir: str | None, dry_run: bool) -> None:
+    """Remove crop caches and synthetic sets (they are rebuilt on demand, at the cost of one decode)."""
+    root = _cache_root(cache_dir)
+    removed = clean_cache(root, older_than_days=older_than, dry_run=dry_run)
+    for e in removed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {e.kind} {e.path} ({format_bytes(e.bytes)}, "
+                   f"unused {e.age_days():.1f} d)")
+    total = format_bytes(sum(e.bytes for e in removed))
+    click.echo(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {total} "
+               f"{'would be freed' if dry_run else 'freed'} under {root}")

@@ -47,7 +47,7 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--data", type=click.Path(file_okay=False), default=None,
               help="Folder in the coco-mini layout; default: the embedded synthetic set.")
 @click.option("--split", default="train", show_default=True)
 @click.option("--size", type=click.IntRange(min=8), default=79, show_default=True, help="Crop side in pixels.")
@@ -92,32 +92,20 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
     click.echo(format_summary(summary))
 
 
+def _command_line() -> str:
+    """The command as typed, for provenance (this module is the only one that reads argv)."""
+    import sys
+
+    from .provenance import command_line
+
+    return command_line(sys.argv)
+
+
 def _train_presets_help() -> str:
     from .config import list_presets
 
     return (f"YAML file or preset name ({', '.join(list_presets())}). Default: with --resume RUN_DIR/config.yaml; "
             "with --data the paper's recipe (paper); with neither, smoke on the synthetic set.")
-
-
-def _default_train_config(config_file: str | None, data: str | None, out_dir: str | None, resume: bool
-                          ) -> tuple[str | None, str | None]:
-    """``(config, note)`` when no --config is given: the run's own config.yaml on --resume; the paper's recipe
-    with --data (a real run, hours: the time per epoch is printed after the first steps); the smoke preset
-    without data, so the first command a user types finishes in seconds and says what it did."""
-    if config_file is not None:
-        return config_file, None
-    from pathlib import Path
-
-    saved = Path(out_dir) / "config.yaml" if out_dir else None
-    if resume and saved is not None and saved.is_file():
-        return str(saved), None
-    if data is None:
-        return "smoke", ("note: no --config and no --data: running the smoke preset (configs/smoke.yaml: width "
-                         "0.125, 2 epochs of 4 steps, seconds on a CPU) on the generated synthetic set; for a real run "
-                         "pass --data DIR (the paper's recipe) or --config NAME")
-    return "paper", ("note: no --config: the paper's recipe (configs/paper.yaml: width 1.0, 100 epochs, RMSProp, "
-                     "batch 32); the time per epoch is estimated after the first steps. --config cpu is the "
-                     "2-core-CPU recipe")
 
 
 @main.command()
@@ -147,13 +135,13 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
 
     from detection_bridge.errors import BridgeError
 
-    from .config import ConfigError, load_config
+    from .config import ConfigError, default_train_config, load_config
     from .training.checkpoint import CheckpointError
     from .training.run import train as run_training
 
     if out_dir is None and not print_config:
         raise click.UsageError("Missing option '--out' (the run folder).")
-    config_file, note = _default_train_config(config_file, data, out_dir, resume)
+    config_file, note = default_train_config(config_file, data=data, out_dir=out_dir, resume=resume)
     if data is not None:
         data = str(Path(data).expanduser().resolve())  # the run folder records where the data really was
     try:
@@ -165,8 +153,11 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
                        + yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
             return
         if note:
-            click.echo(note, err=True)
-        summary = run_training(cfg, out_dir, resume=resume, progress=not no_progress, log=lambda m: click.echo(m, err=True))
+            from .config import describe
+
+            click.echo(note.format(summary=describe(cfg)), err=True)
+        summary = run_training(cfg, out_dir, resume=resume, progress=not no_progress,
+                               log=lambda m: click.echo(m, err=True), command=_command_line())
     except (ConfigError, CheckpointError, BridgeError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     if summary.get("rank", 0) == 0:  # under torchrun only rank 0 reports
@@ -325,7 +316,7 @@ def export(checkpoint: str, fmt: str, out_file: str, softmax: bool, no_ema: bool
 @main.command()
 @click.option("--preset", default="smoke", show_default=True,
               help="Bench preset: smoke | cpu | imagenette | paper (configs/bench_NAME.yaml) or a YAML file.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--data", type=click.Path(file_okay=False), default=None,
               help="COCO- or ImageNet-layout folder (train on train, report on val); default: the generated synthetic set.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Training seeds per variant (preset's default: 1).")
@@ -368,47 +359,13 @@ def bench(preset: str, data: str | None, seeds: int | None, variants: str | None
     click.echo(f"report: {Path(out_dir) / 'report.md'}")
 
 
-@main.group()
-def cache() -> None:
-    """The on-disk cache (crop caches and the synthetic set): ~/.cache/lowres, or data.cache_dir."""
+def _register_cache_commands() -> None:
+    from .cache_admin import cache_cli
+
+    main.add_command(cache_cli, "cache")
 
 
-def _cache_root(cache_dir: str | None) -> "Path":
-    from .config import Config
-    from .training.data import default_cache_root
-
-    cfg = Config()
-    cfg.data.cache_dir = cache_dir
-    return default_cache_root(cfg)
-
-
-@cache.command("list")
-@click.option("--cache-dir", default=None, help="Cache root (default: ~/.cache/lowres, as data.cache_dir).")
-def cache_list(cache_dir: str | None) -> None:
-    """Each entry with its size and the days since it was last used."""
-    from .cache_admin import cache_entries, format_entries
-
-    root = _cache_root(cache_dir)
-    click.echo(format_entries(cache_entries(root), root))
-
-
-@cache.command("clean")
-@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
-              help="Only entries unused for more than DAYS days (default: every entry).")
-@click.option("--cache-dir", default=None, help="Cache root (default: ~/.cache/lowres, as data.cache_dir).")
-@click.option("--dry-run", is_flag=True, help="Say what would be removed, remove nothing.")
-def cache_clean(older_than: float | None, cache_dir: str | None, dry_run: bool) -> None:
-    """Remove crop caches and synthetic sets (they are rebuilt on demand, at the cost of one decode)."""
-    from .cache_admin import clean_cache, format_bytes
-
-    root = _cache_root(cache_dir)
-    removed = clean_cache(root, older_than_days=older_than, dry_run=dry_run)
-    for e in removed:
-        click.echo(f"{'would remove' if dry_run else 'removed'} {e.kind} {e.path} ({format_bytes(e.bytes)}, "
-                   f"unused {e.age_days():.1f} d)")
-    total = format_bytes(sum(e.bytes for e in removed))
-    click.echo(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {total} "
-               f"{'would be freed' if dry_run else 'freed'} under {root}")
+_register_cache_commands()
 
 
 if __name__ == "__main__":  # python -m lowres.cli (torchrun uses this form)

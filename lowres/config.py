@@ -19,7 +19,7 @@ import yaml
 __all__ = [
     "ConfigError", "Config", "ModelConfig", "DataConfig", "CropConfig", "AugmentConfig", "OptimConfig",
     "ScheduleConfig", "TrainConfig", "EvalConfig", "load_config", "apply_overrides", "save_config",
-    "preset_path", "list_presets",
+    "preset_path", "list_presets", "default_train_config",
 ]
 
 
@@ -337,6 +337,32 @@ def _refuse_bench_preset(raw: Any, source: str) -> None:
         hint = f"lowres bench --preset {name[len(BENCH_PREFIX):]}" if name.startswith(BENCH_PREFIX) else "lowres bench"
         raise ConfigError(f"{source} is a bench preset (it has a 'bench:' section): run it with `{hint}`; "
                           f"training presets: {', '.join(list_presets())}")
+
+
+def default_train_config(config_file: str | None, *, data: str | None, out_dir: str | None, resume: bool
+                         ) -> tuple[str | None, str | None]:
+    """``(config, note)`` when no --config is given: the run's own config.yaml on --resume; the paper's recipe
+    with --data (a real run, hours: the time per epoch is printed after the first steps); the smoke preset
+    without data, so the first command a user types finishes in seconds and says what it did."""
+    if config_file is not None:
+        return config_file, None
+    saved = Path(out_dir) / "config.yaml" if out_dir else None
+    if resume and saved is not None and saved.is_file():
+        return str(saved), None
+    if data is None:
+        return "smoke", ("note: no --config and no --data: running the smoke preset (configs/smoke.yaml: {summary}) "
+                         "on the generated synthetic set, a check that everything works; for a real run pass "
+                         "--data DIR (the paper's recipe) or --config NAME")
+    return "paper", ("note: no --config: the paper's recipe (configs/paper.yaml: {summary}); the time per epoch is "
+                     "estimated after the first steps. --config cpu is the 2-core-CPU recipe")
+
+
+def describe(cfg: Config) -> str:
+    """``"stem 79, width 0.125, 2 epochs of at most 4 steps, batch 8, rmsprop_tf"``: a run's size in a line."""
+    t = cfg.train
+    steps = f" of at most {t.max_steps_per_epoch} steps" if t.max_steps_per_epoch else ""
+    return (f"stem {cfg.model.stem}, width {cfg.model.width:g}, {t.epochs} epochs{steps}, batch {t.batch_size}, "
+            f"{cfg.optim.name}")
 
 
 def load_config(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,

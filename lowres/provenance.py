@@ -14,7 +14,6 @@ import os
 import platform
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -79,9 +78,10 @@ def annotation_files(data_dir: str | os.PathLike, splits: Iterable[str], detecti
     return [f for f in dict.fromkeys(files) if f.is_file()]
 
 
-def command_line() -> str:
-    """The command as typed (``lowres train ...`` for the console script, else the interpreter's argv)."""
-    argv = list(sys.argv)
+def command_line(argv: list[str]) -> str:
+    """``argv`` (the CLI's, which passes it in: only lowres.cli reads sys.argv) as one shell-quoted line, with
+    the console script or ``python -m lowres.cli`` as the program name."""
+    argv = list(argv)
     if argv and Path(argv[0]).name == "lowres":
         argv[0] = "lowres"
     elif argv and argv[0].endswith(os.path.join("lowres", "cli.py")):
@@ -90,10 +90,11 @@ def command_line() -> str:
 
 
 def collect(data_dir: str | os.PathLike | None, splits: Iterable[str] = (), *, detections_file: str | None = None,
-            synthetic: bool = False) -> dict[str, Any]:
-    """One invocation's provenance (see the module docstring)."""
+            synthetic: bool = False, command: str | None = None) -> dict[str, Any]:
+    """One invocation's provenance (see the module docstring); ``command``: the command line, if any."""
     data = Path(data_dir).expanduser().resolve() if data_dir is not None else None
-    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command_line(), "cwd": os.getcwd(),
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command or "python: lowres.training.train(...)",
+            "cwd": os.getcwd(),
             "host": platform.node(), **git_state(), "versions": package_versions(),
             "data": {"path": str(data) if data else None, "synthetic": synthetic,
                      "files": fingerprint_files(annotation_files(data, splits, detections_file)) if data else {}}}

@@ -130,7 +130,7 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Log = _stderr) -> dict[str, An
 
 
 def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: bool = True,
-                log: Log = _stderr) -> dict[str, Any]:
+                log: Log = _stderr, command: str | None = None) -> dict[str, Any]:
     """Train (or resume, or reuse) one variant x seed in ``run_dir`` and return its result dict."""
     result_path = run_dir / "result.json"
     if result_path.is_file():
@@ -142,7 +142,7 @@ def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: b
     if saved.is_file():
         _check_same_config(run_dir, yaml.safe_load(saved.read_text(encoding="utf-8")), cfg, "training run")
     resumed = (run_dir / "last.pt").is_file()
-    summary = train(cfg, run_dir, resume=True, progress=progress, log=log)
+    summary = train(cfg, run_dir, resume=True, progress=progress, log=log, command=command)
     result = evaluate_run(cfg, run_dir, log)
     history = _history(run_dir)
     result.update(variant=name, seed=seed, config=cfg.to_dict(), history=history, resumed=resumed,
@@ -217,7 +217,7 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
             log(f"== {name}: {variant.note} (seed {seed})")
             results.setdefault(name, []).append(
                 run_variant(cfg, out / "runs" / name / f"seed{seed}", name=name, seed=seed, progress=progress,
-                            log=log))
+                            log=log, command=command))
     for runs in results.values():
         for r in runs:  # learning curves from what training wrote (scalars.csv), read afresh for reused runs too
             r["curves"] = run_curves(r["run_dir"], r["history"])

@@ -43,7 +43,7 @@ def resolve_data_dir(cfg: Config, *, env: DistEnv, log: Callable[[str], None]) -
     if cfg.data.path is not None:
         from detection_bridge.layout import check_data_dir
 
-        return check_data_dir(cfg.data.path, source="data.path")
+        return check_data_dir(cfg.data.path)
     from detection_bridge import synthetic
 
     out = default_cache_root(cfg) / f"synthetic-seed{cfg.data.synthetic_seed}"

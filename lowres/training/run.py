@@ -235,7 +235,7 @@ def _start(run: _Run, resume: bool) -> None:
                                    "or choose another --out")
 
 
-def _record_provenance(run: _Run) -> None:
+def _record_provenance(run: _Run, command: str | None) -> None:
     """Append this invocation's provenance to the run's (checkpoints carry the list) and write provenance.json."""
     if not run.env.is_main:
         return
@@ -243,7 +243,7 @@ def _record_provenance(run: _Run) -> None:
 
     d = run.cfg.data
     run.provenance.append(collect(run.data_dir, (d.train_split, d.val_split), detections_file=d.detections_file,
-                                  synthetic=d.path is None))
+                                  synthetic=d.path is None, command=command))
     atomic_write_json(run.out_dir / "provenance.json", run.provenance, indent=1)
 
 
@@ -259,10 +259,11 @@ def _summary(run: _Run, wall: float) -> dict[str, Any]:
 
 
 def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
-          log: Log | None = None, return_model: bool = False) -> dict[str, Any]:
+          log: Log | None = None, return_model: bool = False, command: str | None = None) -> dict[str, Any]:
     """Train ``cfg`` into ``out_dir`` (resuming from its last.pt with ``resume``) and return a summary:
     final epoch line, last full validation metrics, best top-1, wall seconds. Under torchrun every rank
-    calls this; rank 0 writes. ``return_model`` adds the trained module (tests, benchmarks)."""
+    calls this; rank 0 writes. ``return_model`` adds the trained module (tests, benchmarks); ``command`` is
+    recorded in provenance.json."""
     env = setup_distributed(cfg.train.device)
     out = Path(out_dir)
     monitor = RunMonitor(out, log=log or _stderr, epochs=cfg.train.epochs, log_every=cfg.train.log_every,
@@ -271,7 +272,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, prog
         _configure_runtime(cfg, env)
         run = _Run(cfg, out, env, monitor, progress and monitor.tty)
         _start(run, resume)
-        _record_provenance(run)
+        _record_provenance(run, command)
         monitor.start(steps_per_epoch=run.steps_per_epoch, resume_step=run.global_step, epochs_done=run.epoch)
         if env.is_main:
             from ..config import save_config

@@ -54,6 +54,9 @@ def test_every_verb_gives_the_same_message_for_the_same_folder(tmp_path, cache_r
         result = CliRunner().invoke(main, args)
         assert result.exit_code != 0 and expected in result.output, (verb, result.output)
         assert "Traceback" not in result.output
+        missing = [tmp_path / "nowhere" if a == str(wrong) else a for a in args]
+        result = CliRunner().invoke(main, [str(a) for a in missing])
+        assert result.exit_code != 0 and "nowhere: data folder: folder not found" in result.output, (verb, result.output)
 
 
 @pytest.fixture
