@@ -89,6 +89,8 @@ def test_rerender_keeps_the_training_wall_time(smoke_report, tiny_bench_args):
     again = json.loads((smoke_report / "report.json").read_text())
     assert again["wall_times"][:len(first["wall_times"])] == first["wall_times"]
     assert again["wall_times"][-1]["trained"] == 0
+    curves = again["runs"]["79"][0]["curves"]  # read from the run's scalars.csv, step points included
+    assert len(curves["step_loss"]) == again["rows"][0]["steps"] and len(curves["val_top1"]) == 2
     md = (smoke_report / "report.md").read_text()
     assert "every run reused" in md and "steps per epoch" in md
     assert "images/s [range]" in md and "median of" in md

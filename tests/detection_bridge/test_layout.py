@@ -26,39 +26,37 @@ def _image_folder(root):
 
 
 def test_describe_lists_layouts_and_splits(tmp_path):
-    assert describe_data_dir(_coco(tmp_path / "c")) == {"coco-mini": ["train", "val"]}
-    assert describe_data_dir(_image_folder(tmp_path / "i")) == {"image-folder": ["train", "val"]}
+    assert describe_data_dir(_coco(tmp_path / "c")) == {"coco": ["train", "val"]}
+    assert describe_data_dir(_image_folder(tmp_path / "i")) == {"imagefolder": ["train", "val"]}
     assert describe_data_dir(tmp_path / "missing") == {}
 
 
-def test_wrong_folder_and_wrong_split_messages(tmp_path):
-    with pytest.raises(MalformedFileError, match="not a coco-mini-layout folder.*image-folder layout with split"):
-        check_data_dir(_image_folder(tmp_path / "i"))
-    with pytest.raises(MalformedFileError, match=r"no split 'test'.*coco-mini layout with split\(s\) train, val"):
+def test_wrong_folder_layout_and_split_messages(tmp_path):
+    (tmp_path / "stuff" / "photos").mkdir(parents=True)
+    with pytest.raises(MalformedFileError, match="neither a COCO layout .* nor an ImageNet layout .*found inside: "
+                                                 "photos/"):
+        check_data_dir(tmp_path / "stuff")
+    with pytest.raises(MalformedFileError, match=r"no split 'test' \(no annotations/instances_test.json\); COCO "
+                                                 "layout, splits found: train, val"):
         check_data_dir(_coco(tmp_path / "c"), "test")
+    with pytest.raises(MalformedFileError, match="is in the ImageNet layout, splits found: train, val; this command "
+                                                 "reads a COCO layout"):
+        check_data_dir(_image_folder(tmp_path / "i"), "val", layouts=("coco",))
     assert check_data_dir(tmp_path / "c", "val") == tmp_path / "c"
 
 
-def test_every_verb_gives_the_same_message_for_the_same_folder(tmp_path, cache_root_for_cli):
-    wrong = _image_folder(tmp_path / "imagenet")
-    expected = "is not a coco-mini-layout folder (expected annotations/instances_SPLIT.json and images/SPLIT/); " \
-               "found: image-folder layout with split(s) train, val"
+def test_every_verb_gives_the_same_message_for_the_same_folder(tmp_path):
+    wrong = tmp_path / "notdata"
+    (wrong / "photos").mkdir(parents=True)
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
     runs = {
         "crops": ["crops", "--data", str(wrong), "--out", str(tmp_path / "c")],
-        "train": ["train", "--data", str(wrong), "--config", "smoke", "--out", str(tmp_path / "t"),
-                  "--set", f"data.cache_dir={cache_root_for_cli}"],
-        "bench": ["bench", "--preset", "smoke", "--data", str(wrong), "--out", str(tmp_path / "b"),
-                  "--set", f"data.cache_dir={cache_root_for_cli}"],
+        "train": ["train", "--data", str(wrong), "--config", "smoke", "--out", str(tmp_path / "t"), "--set", cache],
+        "bench": ["bench", "--preset", "smoke", "--data", str(wrong), "--out", str(tmp_path / "b"), "--set", cache],
     }
-    for verb, args in runs.items():
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code != 0 and expected in result.output, (verb, result.output)
-        assert "Traceback" not in result.output
-        missing = [tmp_path / "nowhere" if a == str(wrong) else a for a in args]
-        result = CliRunner().invoke(main, [str(a) for a in missing])
-        assert result.exit_code != 0 and "nowhere: data folder: folder not found" in result.output, (verb, result.output)
-
-
-@pytest.fixture
-def cache_root_for_cli(tmp_path):
-    return tmp_path / "cache"
+    for mistake, folder, expected in (("unknown layout", wrong, "notdata: data folder is neither a COCO layout"),
+                                      ("missing folder", tmp_path / "nowhere", "nowhere: data folder not found")):
+        for verb, args in runs.items():
+            result = CliRunner().invoke(main, [str(folder) if a == str(wrong) else a for a in args])
+            assert result.exit_code != 0 and expected in result.output, (mistake, verb, result.output)
+            assert "Traceback" not in result.output

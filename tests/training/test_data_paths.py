@@ -27,9 +27,10 @@ def test_eval_elsewhere_uses_and_names_the_checkpoint_data_path(tiny_config, tmp
     torch.save({**state, "provenance": []}, work / "run" / "old.pt")  # a checkpoint from before provenance
     old = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/old.pt", "--out", "e.json"])
     assert old.exit_code != 0 and "Traceback" not in old.output
-    assert "data.path 'data' taken from the checkpoint work/run/old.pt (no --data given): folder not found" in old.output
+    assert "data.path 'data' taken from the checkpoint work/run/old.pt (no --data given) not found" in old.output
     wrong = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--data", str(work),
                                       "--out", "e.json"])
-    assert wrong.exit_code != 0 and "is not a coco-mini-layout folder" in wrong.output
+    assert wrong.exit_code != 0 and "is neither a COCO layout" in wrong.output
     split = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--split", "test", "--out", "e.json"])
-    assert split.exit_code != 0 and "no split 'test'" in split.output and "split(s) train, val" in split.output
+    assert split.exit_code != 0 and "no split 'test'" in split.output
+    assert "COCO layout, splits found: train, val" in split.output
