@@ -63,11 +63,9 @@ def check_data_dir(path: str | os.PathLike, split: str | None = None, *,
     if not root.is_dir():
         raise MalformedFileError(str(root), None, "missing_file", f"{source} not found")
     found = describe_data_dir(root)
-    if not found:
-        wanted = " nor ".join(LAYOUTS[name] for name in layouts)
+    if not found:  # the same words whichever layouts this command reads: the folder is the mistake
         raise MalformedFileError(str(root), None, "unknown_layout",
-                                 f"{source} is {'neither ' if len(layouts) > 1 else 'not '}{wanted}; "
-                                 f"found inside: {_inside(root)}")
+                                 f"{source} is neither {' nor '.join(LAYOUTS.values())}; found inside: {_inside(root)}")
     layout, splits = next(iter(found.items()))
     if layout not in layouts:
         raise MalformedFileError(str(root), None, "unsupported_layout",

@@ -68,7 +68,8 @@ def clean_cache(root: str | os.PathLike, *, older_than_days: float | None = None
     now = time.time()
     limit = older_than_days if older_than_days is not None else -1.0
     # an unfinished build younger than a day may be one in progress in another process: never pull it away
-    chosen = [e for e in cache_entries(root) if e.age_days(now) > (max(limit, 1.0) if e.kind == "unfinished" else limit)]
+    chosen = [e for e in cache_entries(root)
+              if e.age_days(now) > (max(limit, 1.0) if e.kind == "unfinished" else limit)]
     if dry_run:
         return chosen
     for e in chosen:

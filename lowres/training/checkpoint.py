@@ -17,7 +17,8 @@ import torch
 
 from .._atomic import atomic_path
 
-__all__ = ["CheckpointError", "save_checkpoint", "save_periodic", "load_checkpoint", "capture_rng_state", "restore_rng_state",
+__all__ = ["CheckpointError", "save_checkpoint", "save_periodic", "load_checkpoint", "capture_rng_state",
+           "restore_rng_state",
            "check_compatible", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1

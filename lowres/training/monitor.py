@@ -174,7 +174,8 @@ class RunMonitor:
             for tag, value in (("step/loss", loss), ("step/lr", lr), ("step/images_per_s", images_per_s)):
                 self._scalar(frac, step, tag, value)
             if not self.tty and step % self.log_every == 0:
-                self.log(f"epoch {epoch + 1}/{self.epochs} step {step_in_epoch}/{self.steps_per_epoch} (global {step}): "
+                self.log(f"epoch {epoch + 1}/{self.epochs} step {step_in_epoch}/{self.steps_per_epoch} "
+                         f"(global {step}): "
                          f"loss {loss:.4f}, lr {lr:.3e}, {images_per_s:.1f} images/s")
 
     def _estimate(self, now: float) -> None:
