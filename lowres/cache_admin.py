@@ -2,8 +2,9 @@
 
 The cache root is ``data.cache_dir`` or ``~/.cache/lowres`` (:func:`lowres.training.data.default_cache_root`).
 It holds ``crops/crops_<size>px_<key>/`` (one crop cache per set of records, size and geometry; a changed input
-makes a new one and leaves the old one unused), ``synthetic-seed<k>/`` (the generated synthetic set) and,
-after a crash, ``crops/.crops_*.tmp`` folders of an unfinished build. Nothing else is ever written there, and
+makes a new one and leaves the old one unused), ``images/decoded_<n>_<key>/`` (ImageNet-layout images decoded
+once), ``synthetic-seed<k>/`` (the generated synthetic set) and, after a crash, ``.crops_*.tmp`` /
+``.decoded_*.tmp`` folders of an unfinished build. Nothing else is ever written there, and
 nothing outside the entries listed here is ever removed. "Last used" is the newest modification time inside an
 entry: opening a crop cache touches its index.json, so a cache in use is never "old".
 """
@@ -25,7 +26,7 @@ DAY = 86400.0
 @dataclass
 class CacheEntry:
     path: Path
-    kind: str  # "crops" | "synthetic" | "unfinished"
+    kind: str  # "crops" | "decoded" | "synthetic" | "unfinished"
     bytes: int
     last_used: float  # seconds since the epoch
 
@@ -52,10 +53,10 @@ def cache_entries(root: str | os.PathLike) -> list[CacheEntry]:
     found: list[tuple[Path, str]] = []
     if root.is_dir():
         found += [(p, "synthetic") for p in root.glob("synthetic-seed*") if p.is_dir()]
-        crops = root / "crops"
-        if crops.is_dir():
-            found += [(p, "crops") for p in crops.glob("crops_*px_*") if p.is_dir()]
-            found += [(p, "unfinished") for p in crops.glob(".crops_*.tmp") if p.is_dir()]
+        for folder, prefix, kind in ((root / "crops", "crops_", "crops"), (root / "images", "decoded_", "decoded")):
+            if folder.is_dir():
+                found += [(p, kind) for p in folder.glob(f"{prefix}*") if p.is_dir()]
+                found += [(p, "unfinished") for p in folder.glob(f".{prefix}*.tmp") if p.is_dir()]
     entries = [CacheEntry(path, kind, *_size_and_mtime(path)) for path, kind in found]
     return sorted(entries, key=lambda e: e.last_used)
 

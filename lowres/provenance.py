@@ -67,9 +67,12 @@ def fingerprint_files(paths: Iterable[str | os.PathLike]) -> dict[str, dict[str,
 
 def annotation_files(data_dir: str | os.PathLike, splits: Iterable[str], detections_file: str | None = None
                      ) -> list[Path]:
-    """The label files of ``splits`` in a coco-mini-layout folder: instances JSON and detections JSON."""
+    """The label files of ``splits``: instances and detections JSON (COCO layout), the class-name mapping file
+    (ImageNet layout; there the class folders themselves are the labels)."""
+    from detection_bridge.imagefolder import MAPPING_FILES
+
     root = Path(data_dir)
-    files = []
+    files = [root / name for name in MAPPING_FILES]
     for split in splits:
         files.append(root / "annotations" / f"instances_{split}.json")
         files += sorted((root / "detections").glob(f"*_{split}.json")) if (root / "detections").is_dir() else []

@@ -24,14 +24,15 @@ def test_list_and_clean_by_age(tmp_path):
     _entry(root / "crops" / "crops_79px_bbbb", days_old=0.1)
     _entry(root / "crops" / ".crops_79px_cccc.abc.tmp", days_old=0.1)  # a build in progress elsewhere
     _entry(root / "synthetic-seed0", days_old=40)
+    _entry(root / "images" / "decoded_10_dddd", days_old=20)
     (root / "mine.txt").write_text("not a cache entry")
     listed = CliRunner().invoke(main, ["cache", "list", "--cache-dir", str(root)])
-    assert listed.exit_code == 0 and "4 entries" in listed.output and "crops/crops_79px_aaaa" in listed.output
+    assert listed.exit_code == 0 and "5 entries" in listed.output and "crops/crops_79px_aaaa" in listed.output
     assert "2.0 KB" in listed.output and "10.0 d" in listed.output
     dry = CliRunner().invoke(main, ["cache", "clean", "--cache-dir", str(root), "--older-than", "7", "--dry-run"])
-    assert "would remove" in dry.output and len(cache_entries(root)) == 4
+    assert "would remove" in dry.output and len(cache_entries(root)) == 5
     result = CliRunner().invoke(main, ["cache", "clean", "--cache-dir", str(root), "--older-than", "7"])
-    assert result.exit_code == 0 and "2 entries" in result.output, result.output
+    assert result.exit_code == 0 and "3 entries" in result.output, result.output
     assert sorted(e.path.name for e in cache_entries(root)) == [".crops_79px_cccc.abc.tmp", "crops_79px_bbbb"]
     clean_cache(root)  # everything, except the young unfinished build
     assert [e.kind for e in cache_entries(root)] == ["unfinished"]
