@@ -28,8 +28,9 @@ def test_eval_elsewhere_uses_and_names_the_checkpoint_data_path(tiny_config, tmp
     old = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/old.pt", "--out", "e.json"])
     assert old.exit_code != 0 and "Traceback" not in old.output
     assert "data.path 'data' taken from the checkpoint work/run/old.pt (no --data given) not found" in old.output
-    wrong = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--data", str(work),
-                                      "--out", "e.json"])
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not data")
+    wrong = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--data", "notes", "--out", "e.json"])
     assert wrong.exit_code != 0 and "is neither a COCO layout" in wrong.output
     split = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--split", "test", "--out", "e.json"])
     assert split.exit_code != 0 and "no split 'test'" in split.output
