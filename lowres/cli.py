@@ -9,9 +9,10 @@ import json
 import click
 
 from . import __version__
+from ._cli_guard import GuardedGroup, writable_dir, writable_file
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lowres")
 def main() -> None:
     """Low-resolution Inception-v3 for object-detection crops (Szegedy et al. 2016, Table 2)."""
@@ -63,7 +64,7 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="Bad inputs stop the run, or are counted and reported in the summary.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Decoding threads.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, callback=writable_dir,
               help="Folder for the crop cache and summary_<split>_<size>px.json.")
 def crops(data: str | None, split: str, size: int, detections: str | None, annotations: str | None,
           images: str | None, background: bool, min_size: float, mode: str, on_error: str, workers: int,
@@ -114,9 +115,9 @@ def _train_presets_help() -> str:
 @click.option("--config", "config_file", default=None, help=_train_presets_help())
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config value, e.g. --set optim.lr=0.01 (repeatable; YAML scalars).")
-@click.option("--data", type=click.Path(file_okay=False), default=None,
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
               help="COCO-layout (coco-mini) or ImageNet-layout folder; without it the generated synthetic set is used.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, callback=writable_dir,
               help="Run folder (required unless --print-config).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
               help="bf16 = autocast with bfloat16 (overrides train.precision).")
@@ -135,18 +136,20 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
 
     from detection_bridge.errors import BridgeError
 
-    from .config import ConfigError, default_train_config, load_config
+    from .config import default_train_config, load_config
     from .training.checkpoint import CheckpointError
     from .training.run import train as run_training
 
     if out_dir is None and not print_config:
         raise click.UsageError("Missing option '--out' (the run folder).")
     config_file, note = default_train_config(config_file, data=data, out_dir=out_dir, resume=resume)
+    run_config = out_dir is not None and config_file == str(Path(out_dir) / "config.yaml")
     if data is not None:
         data = str(Path(data).expanduser().resolve())  # the run folder records where the data really was
     try:
         flags = (f"train.precision={precision}",) if precision else ()
-        cfg = load_config(config_file, (*overrides, *flags), stem=int(stem) if stem else None, data=data)
+        cfg = load_config(config_file, (*overrides, *flags), stem=int(stem) if stem else None, data=data,
+                          complete=run_config)  # a truncated run config must not fall back to defaults
         if print_config:
             click.echo(f"# resolved from {config_file}" + (f" + {len(overrides) + len(flags)} override(s)"
                                                           if overrides or flags else "") + "\n"
@@ -158,7 +161,7 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
             click.echo(note.format(summary=describe(cfg)), err=True)
         summary = run_training(cfg, out_dir, resume=resume, progress=not no_progress,
                                log=lambda m: click.echo(m, err=True), command=_command_line())
-    except (ConfigError, CheckpointError, BridgeError, FileNotFoundError) as exc:
+    except (CheckpointError, BridgeError, FileNotFoundError) as exc:  # ConfigError: GuardedGroup, exit 2
         raise click.ClickException(str(exc)) from None
     if summary.get("rank", 0) == 0:  # under torchrun only rank 0 reports
         click.echo(json.dumps({k: summary[k] for k in ("out_dir", "epochs", "best_top1", "final", "wall_seconds")},
@@ -167,7 +170,7 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
 
 @main.command("eval")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True)
-@click.option("--data", type=click.Path(file_okay=False), default=None,
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
               help="COCO- or ImageNet-layout folder (default: the checkpoint's training data).")
 @click.option("--split", default="val", show_default=True)
 @click.option("--boxes", type=click.Choice(["gt", "detections", "both"]), default="gt", show_default=True,
@@ -177,7 +180,8 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
 @click.option("--no-ema", is_flag=True, help="Evaluate the raw weights instead of their moving average.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, help="metrics.json to write.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, callback=writable_file,
+              help="metrics.json to write.")
 def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detections_file: str | None, no_ema: bool,
              batch_size: int | None, device: str, out_file: str) -> None:
     """Top-1/top-5, balanced accuracy, per size bucket, per class, confusion matrix, bootstrap CI of a checkpoint."""
@@ -226,7 +230,7 @@ def _checkpoint_data(checkpoint: str) -> str:
               help="Image folder; without --annotations, files are found by id (000000000139.jpg -> 139).")
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False), default=None,
               help="COCO instances JSON for --images: finds files and enables AP before/after.")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True,
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, callback=writable_file,
               help="Rescored COCO results JSON (with --fusion all: OUT's stem + .RULE.json per rule).")
 @click.option("--fusion", type=click.Choice(["replace", "product", "max", "all"]), default="product",
               show_default=True, help="How classifier probabilities and detector scores combine (lowres.rcnn.fusion).")
@@ -239,7 +243,8 @@ def _checkpoint_data(checkpoint: str) -> str:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto = cuda when available, else cpu.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of their moving average.")
-@click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, help="Also write the summary as JSON.")
+@click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, callback=writable_file,
+              help="Also write the summary as JSON.")
 @click.option("--label-map", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON {detector label: COCO category id} (or a list indexed by label) when the detections' "
                    "category_id are not COCO ids; outputs are written in COCO ids.")
@@ -294,11 +299,12 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
 @main.command()
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True)
 @click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx"]), required=True)
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True,
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, callback=writable_file,
               help="Model file; its metadata is also written to OUT.json.")
 @click.option("--softmax", is_flag=True, help="Output probabilities instead of logits.")
 @click.option("--no-ema", is_flag=True, help="Export the raw weights instead of their moving average.")
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=int, default=18, show_default=True,
+              help="ONNX opset (18 up to the installed onnx's newest).")
 def export(checkpoint: str, fmt: str, out_file: str, softmax: bool, no_ema: bool, opset: int) -> None:
     """Export the eval-mode classifier (input: normalised crops N x 3 x S x S, dynamic N) with its metadata."""
     from .export import export_checkpoint, load_metadata
@@ -325,7 +331,7 @@ def export(checkpoint: str, fmt: str, out_file: str, softmax: bool, no_ema: bool
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override the shared training config (train.epochs=3) or the bench section "
                    "(bench.throughput.batch=16).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, callback=writable_dir,
               help="Report folder: report.md, report.json, PNG plots, runs/<variant>/seed<k>/.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def bench(preset: str, data: str | None, seeds: int | None, variants: str | None, overrides: tuple[str, ...],
@@ -338,7 +344,6 @@ def bench(preset: str, data: str | None, seeds: int | None, variants: str | None
     from detection_bridge.errors import BridgeError
 
     from .bench import BenchError, load_bench_preset, run_bench
-    from .config import ConfigError
     from .training.checkpoint import CheckpointError
 
     args = ["lowres", "bench", "--preset", preset, *(["--data", data] if data else []),
@@ -349,7 +354,7 @@ def bench(preset: str, data: str | None, seeds: int | None, variants: str | None
                                  variants=[v.strip() for v in variants.split(",")] if variants else None)
         report = run_bench(spec, out_dir, data=data, command=shlex.join(args), progress=not no_progress,
                            log=lambda m: click.echo(m, err=True))
-    except (ConfigError, BenchError, CheckpointError, BridgeError, FileNotFoundError) as exc:
+    except (BenchError, CheckpointError, BridgeError, FileNotFoundError) as exc:  # ConfigError: exit 2
         raise click.ClickException(str(exc)) from None
     for row in report["rows"]:
         lo, hi = row["top1_ci"]

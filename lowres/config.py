@@ -9,6 +9,7 @@ that load with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,21 +243,50 @@ def _check_value(key: str, value: Any, hint: Any, source: str) -> Any:
     raise ConfigError(f"{source}: '{key}' expects {_type_name(hint)}, got {type(value).__name__} {value!r}")
 
 
+def _non_finite(node: Any, prefix: str = "") -> str | None:
+    """The first float field that is NaN or infinite (they pass every ``<``/``>`` check), else None."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            found = _non_finite(value, f"{prefix}{f.name}.")
+            if found:
+                return found
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{prefix}{f.name}"
+    return None
+
+
 def _check_ranges(cfg: Config, source: str) -> None:
-    """Value checks the types cannot express."""
-    positive = {"model.width": cfg.model.width, "train.epochs": cfg.train.epochs,
-                "train.batch_size": cfg.train.batch_size, "eval.batch_size": cfg.eval.batch_size,
-                "optim.lr": cfg.optim.lr, "schedule.decay_epochs": cfg.schedule.decay_epochs,
-                "eval.every": cfg.eval.every, "model.min_depth": cfg.model.min_depth}
+    """Value checks the types cannot express: finite numbers, positive sizes, probabilities in [0, 1]."""
+    key = _non_finite(cfg)
+    if key:
+        raise ConfigError(f"{source}: '{key}' must be a finite number, got {_get_field(cfg, key)!r}")
+    m, o, s, t, a = cfg.model, cfg.optim, cfg.schedule, cfg.train, cfg.augment
+    positive = {"model.width": m.width, "train.epochs": t.epochs, "train.batch_size": t.batch_size,
+                "eval.batch_size": cfg.eval.batch_size, "optim.lr": o.lr, "schedule.decay_epochs": s.decay_epochs,
+                "eval.every": cfg.eval.every, "model.min_depth": m.min_depth, "eval.bootstrap": cfg.eval.bootstrap,
+                "crop.context": cfg.crop.context, "augment.box_scale_min": a.box_scale_min,
+                "augment.aspect_min": a.aspect_min, "schedule.decay_rate": s.decay_rate, "optim.eps": o.eps,
+                "optim.clip_grad_norm": o.clip_grad_norm, "train.threads": t.threads,
+                "train.max_steps_per_epoch": t.max_steps_per_epoch, "data.max_train": cfg.data.max_train,
+                "data.max_val": cfg.data.max_val}
     for key, value in positive.items():
-        if value <= 0:
+        if value is not None and value <= 0:
             raise ConfigError(f"{source}: '{key}' must be > 0, got {value!r}")
-    unit = {"train.label_smoothing": cfg.train.label_smoothing, "train.ema_decay": cfg.train.ema_decay,
-            "model.dropout": cfg.model.dropout, "optim.rms_decay": cfg.optim.rms_decay,
-            "optim.momentum": cfg.optim.momentum, "optim.beta2": cfg.optim.beta2, "eval.ci": cfg.eval.ci}
+    unit = {"train.label_smoothing": t.label_smoothing, "train.ema_decay": t.ema_decay, "model.dropout": m.dropout,
+            "optim.rms_decay": o.rms_decay, "optim.momentum": o.momentum, "optim.beta2": o.beta2, "eval.ci": cfg.eval.ci,
+            "augment.hflip": a.hflip, "augment.p_color": a.p_color, "schedule.warmup_start": s.warmup_start,
+            "schedule.min_lr_factor": s.min_lr_factor, "augment.hue": a.hue}
     for key, value in unit.items():
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{source}: '{key}' must be in [0, 1], got {value!r}")
+    non_negative = {"train.checkpoint_every": t.checkpoint_every, "data.num_workers": cfg.data.num_workers,
+                    "optim.weight_decay": o.weight_decay, "train.aux_weight": t.aux_weight,
+                    "schedule.warmup_epochs": s.warmup_epochs, "crop.margin": cfg.crop.margin,
+                    "augment.color": a.color, "data.min_size": cfg.data.min_size}
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{source}: '{key}' must be >= 0, got {value!r}")
     if not (0.0 < cfg.augment.area_min <= cfg.augment.area_max <= 1.0 and 0.0 < cfg.crop.central_fraction <= 1.0
             and cfg.data.decode_cache_gb >= 0.0):
         raise ConfigError(f"{source}: need 0 < augment.area_min <= augment.area_max <= 1, 0 < crop.central_fraction"
@@ -264,12 +294,26 @@ def _check_ranges(cfg: Config, source: str) -> None:
     for key, value in {"crop.size": cfg.crop.size, "crop.upsample_to": cfg.crop.upsample_to}.items():
         if value is not None and value < 8:
             raise ConfigError(f"{source}: '{key}' must be null or >= 8 pixels, got {value!r}")
-    for key, value in {"train.checkpoint_every": cfg.train.checkpoint_every, "data.num_workers": cfg.data.num_workers,
-                       "train.keep_checkpoints": cfg.train.keep_checkpoints}.items():
-        if value < 0:
-            raise ConfigError(f"{source}: '{key}' must be >= 0, got {value!r}")
+    if cfg.train.keep_checkpoints < 0:
+        raise ConfigError(f"{source}: 'train.keep_checkpoints' must be >= 0, got {cfg.train.keep_checkpoints!r}")
     if cfg.train.log_every < 1:
         raise ConfigError(f"{source}: 'train.log_every' must be >= 1, got {cfg.train.log_every!r}")
+    for low, high in (("box_scale_min", "box_scale_max"), ("aspect_min", "aspect_max")):
+        if getattr(a, low) > getattr(a, high):
+            raise ConfigError(f"{source}: 'augment.{low}' must be <= 'augment.{high}'")
+
+
+def _get_field(cfg: Config, dotted: str) -> Any:
+    section, name = dotted.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def missing_keys(raw: Any) -> list[str]:
+    """Keys of a full config that ``raw`` lacks: a resolved config.yaml has them all, so any missing one
+    means the file was truncated or hand-edited (and would otherwise silently fall back to defaults)."""
+    raw = raw if isinstance(raw, dict) else {}
+    return [f"{name}.{key}" for name, section in Config._defaults().items() for key in section
+            if not isinstance(raw.get(name), dict) or key not in raw[name]]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -363,17 +407,37 @@ def describe(cfg: Config) -> str:
     steps = f" of at most {t.max_steps_per_epoch} steps" if t.max_steps_per_epoch else ""
     return (f"stem {cfg.model.stem}, width {cfg.model.width:g}, {t.epochs} epochs{steps}, batch {t.batch_size}, "
             f"{cfg.optim.name}")
+def read_yaml(path: Path, *, complete: bool = False) -> dict[str, Any]:
+    """A config file's mapping; unreadable, malformed or non-UTF-8 files (and, with ``complete``, files that
+    lack any key of a resolved config) are a :class:`ConfigError` naming the file and the place."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): is it a config file?") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ConfigError(f"{path}: malformed YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(raw).__name__}")
+    missing = missing_keys(raw) if complete else []
+    if missing:
+        raise ConfigError(f"{path} is incomplete ({len(missing)} keys missing, e.g. {', '.join(missing[:3])}): a "
+                          "resolved config has every key, so it was truncated or edited; restore it, or pass --config")
+    return raw or {}
 
 
 def load_config(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
-                stem: int | None = None, data: str | None = None) -> Config:
-    """Resolve defaults < YAML (file or preset name) < ``--set`` overrides < ``stem``/``data`` flags."""
+                stem: int | None = None, data: str | None = None, complete: bool = False) -> Config:
+    """Resolve defaults < YAML (file or preset name) < ``--set`` overrides < ``stem``/``data`` flags.
+
+    ``complete=True`` requires the file to be a full resolved config (a run folder's config.yaml on resume)."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if config is not None:
         path = preset_path(config)
         source = str(path)
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(path, complete=complete)
         _refuse_bench_preset(raw, source)
         Config.from_dict(raw, source=source)  # report YAML mistakes against the file, not the flags
     raw = apply_overrides(raw, list(overrides))
@@ -388,8 +452,7 @@ def load_config(config: str | Path | None = None, overrides: list[str] | tuple[s
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML (the run folder's config.yaml)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    return path
+    """Write the resolved config as YAML (the run folder's config.yaml), atomically."""
+    from ._atomic import atomic_write_bytes
+
+    return atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode("utf-8"))

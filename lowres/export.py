@@ -12,6 +12,7 @@ beside it as ``FILE.json``. Both files are written atomically.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -21,13 +22,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._atomic import atomic_path, atomic_write_json
+from ._atomic import atomic_write_bytes, atomic_write_json
 
 __all__ = ["FORMATS", "ExportableClassifier", "export_model", "export_checkpoint", "export_metadata", "load_metadata"]
 
 FORMATS = ("torchscript", "onnx")
 METADATA_KEY = "lowres"
 DEFAULT_OPSET = 18
+MIN_OPSET = 18  # torch's exporter implements opset >= 18; lower ones are a down-conversion that can fail silently
+
+
+def check_opset(opset: int) -> None:
+    """Refuse, before any work, an ONNX opset this exporter cannot produce exactly."""
+    import onnx
+
+    highest = onnx.defs.onnx_opset_version()
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= highest:
+        raise ValueError(f"ONNX opset {opset!r} is not supported: choose {MIN_OPSET}..{highest} (torch's exporter "
+                         f"builds opset {MIN_OPSET}+ natively; the installed onnx knows up to {highest})")
 
 
 class ExportableClassifier(nn.Module):
@@ -62,18 +74,19 @@ def export_metadata(model: nn.Module, category_map: Any, geometry: Any, *, softm
             "output": {"name": "probabilities" if softmax else "logits", "shape": ["batch", category_map.num_classes]}}
 
 
-def _export_torchscript(module: ExportableClassifier, example: Tensor, tmp: Path, meta_json: str) -> None:
-    """Trace (the eval forward has no data-dependent control flow); the traced graph is batch-polymorphic."""
+def _export_torchscript(module: ExportableClassifier, example: Tensor, meta_json: str) -> bytes:
+    """Trace (the eval forward has no data-dependent control flow); the traced graph is batch-polymorphic.
+    Serialised in memory: torch.jit.save writing to a full disk aborts the process from C++."""
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notices
         traced = torch.jit.trace(module, example, check_trace=False)
-        torch.jit.save(traced, str(tmp), _extra_files={f"{METADATA_KEY}.json": meta_json})
+        torch.jit.save(traced, buffer, _extra_files={f"{METADATA_KEY}.json": meta_json})
+    return buffer.getvalue()
 
 
-def _export_onnx(module: ExportableClassifier, example: Tensor, tmp: Path, meta_json: str, opset: int) -> None:
+def _export_onnx(module: ExportableClassifier, example: Tensor, meta_json: str, opset: int) -> bytes:
     """torch.export-based exporter with a symbolic batch dimension; metadata goes into ``metadata_props``."""
-    import onnx
-
     batch = torch.export.Dim("batch", min=1, max=4096)
     output = "probabilities" if module.softmax else "logits"
     with warnings.catch_warnings():
@@ -82,9 +95,12 @@ def _export_onnx(module: ExportableClassifier, example: Tensor, tmp: Path, meta_
                                     dynamic_shapes={"crops": {0: batch}}, opset_version=opset, external_data=False,
                                     verbose=False)
     proto = program.model_proto
+    produced = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if produced != opset:
+        raise ValueError(f"the ONNX exporter produced opset {produced}, not the requested {opset}")
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, meta_json
-    onnx.save_model(proto, str(tmp))
+    return proto.SerializeToString()
 
 
 def export_model(model: nn.Module, out: str | os.PathLike, fmt: str, *, category_map: Any, geometry: Any,
@@ -93,6 +109,8 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str, *, category
     """Export ``model`` (a lowres model) to ``out`` in ``fmt``; writes ``out`` and ``out.json`` atomically."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if fmt == "onnx":
+        check_opset(opset)
     module = ExportableClassifier(model, softmax).cpu().float()
     size = int(input_size or getattr(model, "stem"))
     example = torch.zeros(2, 3, size, size)  # batch 2: a batch of 1 would let the exporter specialise it
@@ -100,11 +118,9 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str, *, category
                            crop_size=crop_size)
     meta_json = json.dumps(meta)
     out = Path(out)
-    with atomic_path(out) as tmp:
-        if fmt == "torchscript":
-            _export_torchscript(module, example, tmp, meta_json)
-        else:
-            _export_onnx(module, example, tmp, meta_json, opset)
+    data = (_export_torchscript(module, example, meta_json) if fmt == "torchscript"
+            else _export_onnx(module, example, meta_json, opset))
+    atomic_write_bytes(out, data)
     atomic_write_json(out.with_name(out.name + ".json"), meta, indent=1)
     return out
 
@@ -114,6 +130,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt
     """:func:`export_model` for a ``lowres train`` checkpoint (its EMA weights by default)."""
     from .rcnn.checkpoints import load_for_inference
 
+    if fmt == "onnx":
+        check_opset(opset)  # before loading anything
     loaded = load_for_inference(checkpoint, use_ema=use_ema)
     return export_model(loaded.model, out, fmt, category_map=loaded.category_map, geometry=loaded.geometry,
                         softmax=softmax, opset=opset, input_size=loaded.input_size, crop_size=loaded.crop_size)

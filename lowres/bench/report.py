@@ -11,7 +11,6 @@ Crops of one image are correlated, so both intervals are somewhat optimistic.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, json_line
 from ..config import Config
 from ..metrics import SIZE_BUCKETS, bootstrap_ci
 from .reading import floor, pct, pts, reading
@@ -345,7 +344,7 @@ _NUMBER_LIST = re.compile(r"\[\s*((?:-?[\d.eE+-]+,\s*)*-?[\d.eE+-]+)\s*\]")
 
 def dumps_compact(data: Any) -> str:
     """Indented JSON with every list of plain numbers on one line (confusion matrices stay readable)."""
-    text = json.dumps(_jsonable(data), indent=1)
+    text = json_line(_jsonable(data), indent=1)  # strict JSON: NaN/Infinity become null
     return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 

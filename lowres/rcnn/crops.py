@@ -19,6 +19,13 @@ How each requirement is met:
   ``tests/rcnn/test_crops.py`` states and checks the tolerance (under 1/255 on average).
 * One call per chunk: all boxes of all images go through one ``roi_align`` call per chunk of
   ``chunk_size`` boxes, which bounds the memory of the crop tensor (``chunk x 3 x S x S`` floats).
+* Bounded work per box: adaptive sampling takes ``ceil(side / S)`` samples per bin and axis, so a box of
+  10^4 px needed a 3 GB table in roi_align's CPU kernel and one of 10^6 px overflowed it (a segfault).
+  The samples per bin and axis are capped (:func:`max_sampling_ratio`: at most ``2^21`` samples per crop,
+  64 MB of that table); boxes above the cap are cut with the capped explicit ratio, in their own call.
+  The cap is far above any real box (79 px crops: 18 samples per bin, exact up to regions of 1422 px;
+  299 px: 4, up to 1196 px; a COCO image is at most 640 px), so ordinary crops are unchanged. Box
+  coordinates beyond ``MAX_COORD`` (2^24, where float32 stops holding whole pixels) are refused.
 
 Accepted images: ``(3, H, W)`` tensors, ``uint8`` in 0..255 or floating point in [0, 1] (torchvision
 detection's convention). Anything else is an error, including float images outside [0, 1] (a sign of
@@ -26,6 +33,7 @@ detection's convention). Anything else is an error, including float images outsi
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import torch
@@ -35,10 +43,12 @@ from torchvision.ops import roi_align
 from detection_bridge.boxes import CropGeometry
 
 __all__ = ["check_images", "check_boxes", "batch_images", "context_regions", "iter_roi_crops", "roi_crops",
-           "FLOAT_RANGE_SLACK"]
+           "max_sampling_ratio", "FLOAT_RANGE_SLACK", "MAX_COORD"]
 
 FLOAT_RANGE_SLACK = 1e-3  # float images may exceed [0, 1] by this much (rounding in upstream resizes)
 _PAD = 1  # zero (= mean) border around every image in the batch tensor
+SAMPLES_PER_CROP = 1 << 21  # cap on roi_align samples per crop (its CPU kernel tables 32 bytes for each)
+MAX_COORD = float(1 << 24)  # larger box coordinates are refused: float32 no longer holds whole pixels there
 
 
 def check_images(images: Sequence[Tensor]) -> torch.device:
@@ -95,6 +105,11 @@ def check_boxes(boxes_xyxy: Sequence[Tensor], num_images: int) -> list[Tensor]:
         if bad.any():
             k = int(bad.nonzero()[0])
             raise ValueError(f"boxes_xyxy[{i}][{k}] is not finite: {boxes[k].tolist()}")
+        huge = (boxes.abs() > MAX_COORD).any(dim=1)
+        if huge.any():
+            k = int(huge.nonzero()[0])
+            raise ValueError(f"boxes_xyxy[{i}][{k}] = {boxes[k].tolist()} lies beyond +-{MAX_COORD:.0f} px: not an "
+                             "image box (a unit or format mix-up upstream?)")
         inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
         if inverted.any():
             k = int(inverted.nonzero()[0])
@@ -133,14 +148,38 @@ def context_regions(boxes_xyxy: Sequence[Tensor], geometry: CropGeometry, device
     return torch.cat(rows)
 
 
+def max_sampling_ratio(size: int) -> int:
+    """Most roi_align samples per bin and axis for ``size`` x ``size`` crops (see the module docstring)."""
+    return max(1, math.isqrt(SAMPLES_PER_CROP // (size * size)))
+
+
+def _roi_align_bounded(batch: Tensor, regions: Tensor, size: int, sampling_ratio: int) -> Tensor:
+    """roi_align of ``regions``; those whose (adaptive or given) sampling exceeds the cap use the cap."""
+    cap = max_sampling_ratio(size)
+
+    def cut(rois: Tensor, ratio: int) -> Tensor:
+        return roi_align(batch, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=ratio, aligned=True)
+
+    if sampling_ratio > 0:
+        return cut(regions, min(sampling_ratio, cap))
+    big = (sampling_grid(regions, size) > cap).any(dim=1)
+    if not big.any():
+        return cut(regions, sampling_ratio)
+    out = batch.new_empty((len(regions), batch.shape[1], size, size))
+    if not big.all():
+        out[~big] = cut(regions[~big], sampling_ratio)
+    out[big] = cut(regions[big], cap)
+    return out
+
+
 def iter_roi_crops(batch: Tensor, regions: Tensor, size: int, *, chunk_size: int,
                    sampling_ratio: int = -1) -> Iterator[Tensor]:
-    """Normalised crops ``(<= chunk_size, 3, size, size)``, one roi_align call per chunk of regions."""
+    """Normalised crops ``(<= chunk_size, 3, size, size)``, one roi_align call per chunk of regions (two when
+    a chunk holds a box above the sampling cap)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     for start in range(0, len(regions), chunk_size):
-        yield roi_align(batch, regions[start:start + chunk_size], output_size=(size, size), spatial_scale=1.0,
-                        sampling_ratio=sampling_ratio, aligned=True)
+        yield _roi_align_bounded(batch, regions[start:start + chunk_size], size, sampling_ratio)
 
 
 def roi_crops(images: Sequence[Tensor], boxes_xyxy: Sequence[Tensor], size: int,

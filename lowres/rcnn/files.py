@@ -109,8 +109,8 @@ def _check_result(det: Any, where: str) -> None:
         raise ValueError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
     if bbox[2] < 0 or bbox[3] < 0:
         raise ValueError(f"{where}: bbox {bbox} has a negative width or height")
-    if not _is_number(det["score"]):
-        raise ValueError(f"{where}: score must be a finite number, got {det['score']!r}")
+    if not _is_number(det["score"]) or not 0.0 <= det["score"] <= 1.0:
+        raise ValueError(f"{where}: score must be a number in [0, 1] (a detector's confidence), got {det['score']!r}")
 
 
 @dataclass

@@ -193,6 +193,8 @@ class SecondStage(nn.Module):
         if len(images) != len(detections):
             raise ValueError(f"got {len(images)} images but {len(detections)} detection dicts")
         space = label_map if isinstance(label_map, LabelSpace) else LabelSpace(self.category_map, label_map)
+        for i, d in enumerate(detections):
+            _check_scores(_field(d, "scores", i), i)
         det_labels = [space.to_classifier(_field(d, "labels", i), f"detections[{i}]")
                       for i, d in enumerate(detections)]
         probs = self.classify(images, [_field(d, "boxes", i) for i, d in enumerate(detections)])
@@ -229,3 +231,11 @@ def _field(det: Mapping[str, Tensor], key: str, i: int) -> Tensor:
     if len(set(n.values())) != 1:
         raise ValueError(f"detections[{i}] has {n} entries: boxes, labels and scores must agree")
     return det[key]
+
+
+def _check_scores(scores: Tensor, i: int) -> None:
+    """Detector confidences live in [0, 1]; anything else (logits, NaN) would make every fusion rule lie."""
+    bad = ~((scores >= 0) & (scores <= 1))  # also true for NaN
+    if bad.any():
+        k = int(bad.nonzero()[0])
+        raise ValueError(f"detections[{i}]['scores'][{k}] = {float(scores[k])}: scores must be in [0, 1]")

@@ -5,6 +5,7 @@ same loops serve ``lowres train``, ``lowres eval``, the benchmark and the tests.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
@@ -16,7 +17,7 @@ from torch import nn
 
 from .recipe import EpochLR, ModelEma, autocast, clip_gradients, inception_loss
 
-__all__ = ["EpochTotals", "StepInfo", "train_one_epoch", "predict"]
+__all__ = ["EpochTotals", "StepInfo", "TrainingDiverged", "train_one_epoch", "predict"]
 
 
 @dataclass
@@ -57,6 +58,18 @@ class StepInfo:
     grad_norm: float | None
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients became NaN or infinite: continuing would only spread NaN into the weights."""
+
+
+def _check_finite(what: str, value: float | None, step: int, lr: float) -> None:
+    """Stop before a non-finite loss or gradient reaches the weights (the optimiser step has not run)."""
+    if value is not None and not math.isfinite(value):
+        raise TrainingDiverged(f"training diverged: the {what} is {value} at optimiser step {step} (lr {lr:.3g}); "
+                               "the last checkpoint written before it is kept. Lower optim.lr, keep "
+                               "optim.clip_grad_norm on, or check the data")
+
+
 def _to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device,
                channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -85,15 +98,17 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
         with autocast(device, precision):
             outputs = model(images)
         loss, logits = inception_loss(outputs, targets, label_smoothing=label_smoothing, aux_weight=aux_weight)
+        loss_value = float(loss.detach())
+        _check_finite("loss", loss_value, global_step + totals.steps + 1, lr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip_gradients(model.parameters(), clip_grad_norm, clip_mode)
+        _check_finite("gradient norm", grad_norm, global_step + totals.steps + 1, lr)
         optimizer.step()
         scheduler.step()
         if ema is not None:
             ema.update(model)
         n = targets.shape[0]
-        loss_value = float(loss.detach())
         totals.steps += 1
         totals.count += n
         totals.loss_sum += loss_value * n

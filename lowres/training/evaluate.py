@@ -6,7 +6,6 @@ everywhere in the project.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .._atomic import atomic_write_json
 from ..config import Config
 from ..metrics import classification_metrics
 from . import checkpoint as ckpt
@@ -92,7 +92,8 @@ def checkpoint_data_path(state: dict[str, Any], checkpoint: str | Path, log: Cal
     return str(found.resolve())
 
 
-def model_from_state(state: dict[str, Any], *, use_ema: bool = True) -> tuple[nn.Module, str]:
+def model_from_state(state: dict[str, Any], *, use_ema: bool = True, path: str | Path = "checkpoint"
+                     ) -> tuple[nn.Module, str]:
     """Rebuild a checkpoint's model from its own config and load its weights (the EMA ones by default).
 
     Returns ``(model in eval mode, "ema" | "model")``; the start weights (``model.weights``) are not re-read.
@@ -105,8 +106,19 @@ def model_from_state(state: dict[str, Any], *, use_ema: bool = True) -> tuple[nn
     cfg = Config.from_dict({**raw, "model": {**raw["model"], "weights": None}}, source="checkpoint config")
     model = build_model_from_config(cfg, CategoryMap.from_dict(state["category_map"]).num_classes)
     which = "ema" if use_ema and state.get("ema") is not None else "model"
-    model.load_state_dict(state["ema"]["module"] if which == "ema" else state["model"])
+    load_weights(model, state["ema"]["module"] if which == "ema" else state["model"], path)
     return model.eval(), which
+
+
+def load_weights(model: nn.Module, weights: dict[str, Any], path: str | Path) -> None:
+    """``model.load_state_dict`` whose mismatch (missing, unexpected or misshapen tensors) is a
+    :class:`CheckpointError` naming the file, not a RuntimeError listing hundreds of keys."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])[:300]
+        raise ckpt.CheckpointError(f"{path}: its weights do not fit the model its config describes ({detail})") from None
 
 
 def load_model_from_checkpoint(path: str | Path, *, use_ema: bool = True, map_location: str | torch.device = "cpu"
@@ -119,9 +131,8 @@ def load_model_from_checkpoint(path: str | Path, *, use_ema: bool = True, map_lo
     from .data import geometry_from_config
 
     state = ckpt.load_checkpoint(path, map_location="cpu")
-    if not state.get("category_map"):
-        raise ckpt.CheckpointError(f"{path} has no category map: it cannot say what its outputs mean")
-    model, _ = model_from_state(state, use_ema=use_ema)
+    ckpt.require_category_map(state, path)
+    model, _ = model_from_state(state, use_ema=use_ema, path=path)
     cfg = Config.from_dict(state["config"], source=f"{path} config")
     return (model.to(map_location), state["config"], CategoryMap.from_dict(state["category_map"]),
             geometry_from_config(cfg))
@@ -143,19 +154,18 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, spli
     state = ckpt.load_checkpoint(checkpoint)
     if data is None:
         data = checkpoint_data_path(state, checkpoint, log)
+    ckpt.require_category_map(state, checkpoint)
     cfg = _eval_config(state, data=data, boxes=boxes, detections_file=detections_file, batch_size=batch_size,
                        device=device)
     env = DistEnv(device=resolve_device(cfg.train.device))
     cmap = CategoryMap.from_dict(state["category_map"])
     data_dir = resolve_data_dir(cfg, env=env, log=log)
     split_data = load_split_data(data_dir, split, cfg, train=False, env=env, log=log, category_map=cmap)
-    model, weights = model_from_state(state, use_ema=use_ema)
+    model, weights = model_from_state(state, use_ema=use_ema, path=checkpoint)
     metrics = evaluate_model(model.to(env.device), split_data, cfg, env.device)
     result = {"checkpoint": str(checkpoint), "data": str(data_dir), "split": split, "boxes": cfg.data.boxes,
               "weights": weights, "epoch": state.get("epoch"), "stem": cfg.model.stem, "width": cfg.model.width,
               "num_classes": cmap.num_classes, "data_summary": split_data.summary, **metrics}
     if out is not None:
-        out_path = Path(out)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(out, result, indent=2)
     return result

@@ -7,26 +7,28 @@ printed (notes and a tqdm bar per epoch) and how a run resumes. Validation durin
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._atomic import atomic_path, atomic_write_json
+from .._atomic import atomic_path, atomic_write_json, json_line, remove_stale_temporaries
+from .._lock import folder_lock
 from ..config import Config
 from . import checkpoint as ckpt
 from .data import load_split_data, resolve_data_dir, train_loader
 from .distributed import (DistEnv, ResumableSampler, all_gather_object, all_reduce_sum, barrier, broadcast_state,
                           cleanup_distributed, setup_distributed, wrap_model)
-from .engine import EpochTotals, StepInfo, train_one_epoch
-from .evaluate import evaluate_model
+from .engine import EpochTotals, StepInfo, TrainingDiverged, train_one_epoch
+from .evaluate import evaluate_model, load_weights
 from .monitor import RunMonitor
 from .recipe import ModelEma, build_optimizer, build_scheduler
 
@@ -75,7 +77,20 @@ def build_model_from_config(cfg: Config, num_classes: int, *, log: Log = _stderr
 def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
     """metrics.jsonl, rewritten whole from the checkpoint's history so a resumed run never duplicates lines."""
     with atomic_path(out_dir / "metrics.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in history), encoding="utf-8")
+        tmp.write_text("".join(json_line(line) + "\n" for line in history), encoding="utf-8")
+
+
+def _plain(data: Any) -> Any:
+    """JSON-safe plain data (numpy scalars become Python numbers, NaN null): loadable with weights_only."""
+    return None if data is None else json.loads(json_line(data))
+
+
+def _check_finite_weights(module: nn.Module, step: int) -> None:
+    """Refuse to checkpoint NaN/Inf weights, so last.pt always stays the last good state."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TrainingDiverged(f"training diverged: weight {name} is not finite after optimiser step {step}; "
+                                   "not saved, the last checkpoint written before it is kept. Lower optim.lr")
 
 
 class _Run:
@@ -102,7 +117,7 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, steps_per_epoch=self.steps_per_epoch,
                                          epochs=cfg.train.epochs)
         self.ema = ModelEma(self.module, cfg.train.ema_decay) if cfg.train.ema else None
-        self.epoch, self.global_step, self.best_top1 = 0, 0, -1.0
+        self.epoch, self.global_step, self.best_top1, self.best_epoch = 0, 0, -1.0, 0
         self.totals: EpochTotals | None = None
         self.history: list[dict[str, Any]] = []
         self.last_val: dict[str, Any] | None = None
@@ -117,13 +132,15 @@ class _Run:
                 "totals": self.totals.to_dict() if self.totals else None, "rng": rng,
                 "sampler": {"seed": self.sampler.seed, "world_size": self.env.world_size,
                             "start": (self.totals.steps if self.totals else 0) * self.cfg.train.batch_size},
-                "best_top1": self.best_top1, "history": self.history, "config": self.cfg.to_dict(),
+                "best_top1": self.best_top1, "best_epoch": self.best_epoch, "history": self.history,
+                "last_val": _plain(self.last_val), "config": self.cfg.to_dict(),
                 "category_map": self.train_data.category_map.to_dict(), "stem": self.cfg.model.stem,
                 "num_classes": self.train_data.category_map.num_classes, "provenance": self.provenance}
 
     def save(self, *, best: bool = False, epoch_end: bool = False) -> None:
         """All ranks gather RNG states (a collective); rank 0 writes last.pt (and best.pt, and at an epoch's
         end checkpoints/epoch_NNNN.pt, keeping the last ``train.keep_checkpoints``)."""
+        _check_finite_weights(self.module, self.global_step)
         rng = all_gather_object(ckpt.capture_rng_state())
         if not self.env.is_main:
             return
@@ -141,7 +158,7 @@ class _Run:
         if state["sampler"]["world_size"] != self.env.world_size:
             raise ckpt.CheckpointError(f"cannot resume from {path}: written by {state['sampler']['world_size']} "
                                        f"process(es), this run has {self.env.world_size}")
-        self.module.load_state_dict(state["model"])
+        load_weights(self.module, state["model"], path)
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -153,9 +170,29 @@ class _Run:
         self.totals = EpochTotals.from_dict(state["totals"]) if state["totals"] else None
         self.best_top1, self.history = float(state["best_top1"]), list(state["history"])
         self.provenance = list(state.get("provenance") or [])
+        self.best_epoch, self.last_val = int(state.get("best_epoch", 0)), state.get("last_val")
         rng = state["rng"]
         ckpt.restore_rng_state(rng[self.env.rank] if self.env.rank < len(rng) else rng[0])
         self.log(f"resumed from {path}: {self.epoch} epoch(s) and {self.global_step} step(s) done")
+        if self.env.is_main:
+            self.repair(state)
+
+    def repair(self, state: dict[str, Any]) -> None:
+        """Rewrite the files written after last.pt from last.pt itself: a kill between them leaves them
+        missing or an epoch behind, and last.pt (written first) is the run's record of what finished."""
+        _write_history(self.out_dir, self.history)
+        if self.last_val is not None:
+            atomic_write_json(self.out_dir / "val_metrics.json", self.last_val, indent=2)
+        best = self.out_dir / "best.pt"
+        if "best_epoch" not in state or self.best_epoch != self.epoch or state["totals"]:
+            return  # best.pt is not this checkpoint's epoch: it was completed before last.pt moved on
+        try:
+            best_epoch = ckpt.load_checkpoint(best)["epoch"] if best.is_file() else None
+        except ckpt.CheckpointError:
+            best_epoch = None
+        if best_epoch != self.best_epoch:
+            ckpt.save_checkpoint(state, best)
+            self.log(f"repaired {best} from {self.out_dir / 'last.pt'} (epoch {self.epoch} was the best)")
 
     # -- one epoch -----------------------------------------------------------------------------------------
     def _on_step(self, bar: Any) -> Callable[[EpochTotals, StepInfo], None]:
@@ -216,6 +253,7 @@ class _Run:
         top1 = line.get("val_top1")
         best = top1 is not None and top1 > self.best_top1
         self.best_top1 = top1 if best else self.best_top1
+        self.best_epoch = self.epoch if best else self.best_epoch
         self.save(best=best, epoch_end=True)
         if self.env.is_main:
             _write_history(self.out_dir, self.history)
@@ -266,27 +304,51 @@ def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, prog
     recorded in provenance.json."""
     env = setup_distributed(cfg.train.device)
     out = Path(out_dir)
-    monitor = RunMonitor(out, log=log or _stderr, epochs=cfg.train.epochs, log_every=cfg.train.log_every,
-                         tensorboard=cfg.train.tensorboard, enabled=env.is_main)
     try:
         _configure_runtime(cfg, env)
-        run = _Run(cfg, out, env, monitor, progress and monitor.tty)
-        _start(run, resume)
-        _record_provenance(run, command)
-        monitor.start(steps_per_epoch=run.steps_per_epoch, resume_step=run.global_step, epochs_done=run.epoch)
-        if env.is_main:
-            from ..config import save_config
-
-            save_config(cfg, out / "config.yaml")
-        start = time.perf_counter()
-        while run.epoch < cfg.train.epochs:
-            totals = run.train_epoch()
-            run.end_epoch(totals)
-        summary = _summary(run, time.perf_counter() - start)
-        if return_model:
-            summary["model"] = run.module
-            summary["ema_model"] = run.ema.module if run.ema else None
-        return summary
+        with _claim(out, env, log or _stderr):  # the lock first: a refused run writes nothing, not even a log
+            monitor = RunMonitor(out, log=log or _stderr, epochs=cfg.train.epochs, log_every=cfg.train.log_every,
+                                 tensorboard=cfg.train.tensorboard, enabled=env.is_main)
+            try:
+                return _train(cfg, out, env, monitor, resume=resume, progress=progress and monitor.tty,
+                              command=command, return_model=return_model)
+            finally:
+                monitor.close()
     finally:
-        monitor.close()
         cleanup_distributed(env)
+
+
+@contextlib.contextmanager
+def _claim(out: Path, env: DistEnv, log: Log) -> Iterator[None]:
+    """Rank 0 creates and locks the run folder for the whole run (two runs into one folder would overwrite
+    each other's checkpoints) and removes the temporary files of killed runs there."""
+    if not env.is_main:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "lowres train"):
+        for path in remove_stale_temporaries(out):
+            log(f"removed {path}, a temporary file left by a killed run")
+        yield
+
+
+def _train(cfg: Config, out: Path, env: DistEnv, monitor: RunMonitor, *, resume: bool, progress: bool,
+           command: str | None, return_model: bool) -> dict[str, Any]:
+    """The body of :func:`train` inside the run folder's lock."""
+    run = _Run(cfg, out, env, monitor, progress)
+    _start(run, resume)
+    _record_provenance(run, command)
+    monitor.start(steps_per_epoch=run.steps_per_epoch, resume_step=run.global_step, epochs_done=run.epoch)
+    if env.is_main:
+        from ..config import save_config
+
+        save_config(cfg, out / "config.yaml")
+    start = time.perf_counter()
+    while run.epoch < cfg.train.epochs:
+        totals = run.train_epoch()
+        run.end_epoch(totals)
+    summary = _summary(run, time.perf_counter() - start)
+    if return_model:
+        summary["model"] = run.module
+        summary["ema_model"] = run.ema.module if run.ema else None
+    return summary

@@ -82,5 +82,5 @@ def test_export_errors(checkpoint: Path, tmp_path: Path) -> None:
     junk.write_bytes(b"not a checkpoint")
     bad = CliRunner().invoke(main, ["export", "--checkpoint", str(junk), "--format", "torchscript",
                                     "--out", str(tmp_path / "x.pt")])
-    assert bad.exit_code != 0 and "cannot read checkpoint" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code != 0 and "not a lowres checkpoint" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x.pt").exists()

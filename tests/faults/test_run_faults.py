@@ -1,0 +1,124 @@
+"""Run-folder faults: SIGKILL at each file boundary of an epoch, two runs into one folder, a diverging
+loss, a truncated config.yaml. The resumed run must end with the files of an uninterrupted one."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lowres._atomic import remove_stale_temporaries
+from lowres._lock import LOCK_NAME, FolderLockedError, folder_lock
+from lowres.cli import main
+from lowres.training import engine
+from lowres.training.checkpoint import load_checkpoint
+from lowres.training.run import train
+
+TIMING = {"images_per_s", "seconds", "val_seconds"}
+
+
+def _strip(line: dict) -> dict:
+    return {k: v for k, v in line.items() if k not in TIMING}
+
+
+def _history(run: Path) -> list[dict]:
+    return [_strip(json.loads(line)) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    sa, sb = load_checkpoint(a), load_checkpoint(b)
+    assert sa["epoch"] == sb["epoch"]
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key]), key  # tolerance: exact (deterministic CPU run)
+
+
+@pytest.mark.parametrize("boundary", ["before:last.pt", "after:last.pt", "after:best.pt", "after:metrics.jsonl"])
+def test_sigkill_at_an_epoch_file_boundary_then_resume_repairs_every_file(
+        boundary, fault_config, trained_run, child_train, tmp_path):
+    # The epoch's files are written in the order last.pt, best.pt, metrics.jsonl, val_metrics.json. A kill
+    # between two of them used to leave the later ones missing forever (resume trusted last.pt alone).
+    cfg = fault_config()
+    out = tmp_path / "run"
+    killed = child_train([json.dumps(cfg.to_dict()), str(out), "--kill-at-file", boundary])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    written = {p.name for p in out.iterdir()}
+    if boundary == "before:last.pt":
+        assert "last.pt" not in written and any(n.startswith(".last.pt.") for n in written)  # a stale temporary
+    else:
+        assert "val_metrics.json" not in written  # the kill really came before the epoch's last file
+    train(cfg, out, resume=True, progress=False, log=lambda message: None)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")], "temporary files of the killed run remain"
+    assert not (out / LOCK_NAME).exists()
+    for name in ("last.pt", "best.pt"):
+        _same_weights(out / name, trained_run / name)
+    assert _history(out) == _history(trained_run)
+    assert _strip(json.loads((out / "val_metrics.json").read_text())) == \
+        _strip(json.loads((trained_run / "val_metrics.json").read_text()))
+
+
+def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(fault_config, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with folder_lock(out):
+        result = CliRunner().invoke(main, ["train", "--config", "smoke", "--out", str(out), "--no-progress"])
+        assert result.exit_code == 1, result.output
+        assert f"in use by process {os.getpid()}" in result.output and "Traceback" not in result.output
+        with pytest.raises(FolderLockedError):
+            with folder_lock(out):
+                pass
+    assert sorted(p.name for p in out.iterdir()) == []  # the refused run wrote nothing; the lock is gone
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    (tmp_path / LOCK_NAME).write_text("999999999\n")  # what a SIGKILLed holder leaves: a file, no flock
+    with folder_lock(tmp_path) as path:
+        assert path.read_text().strip() == str(os.getpid())
+
+
+def test_only_temporaries_of_dead_processes_are_removed(tmp_path):
+    dead = tmp_path / ".last.pt.999999999.abc123.tmp"
+    alive = tmp_path / f".last.pt.{os.getpid()}.def456.tmp"
+    other = tmp_path / "notes.tmp"
+    for path in (dead, alive, other):
+        path.write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path) == [dead]
+    assert alive.exists() and other.exists()
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
+        fault_config, run_copy, monkeypatch):
+    before = (run_copy / "last.pt").read_bytes()
+    real = engine.inception_loss
+
+    def nan_loss(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loss, logits = real(*args, **kwargs)
+        return loss * float("nan"), logits
+
+    monkeypatch.setattr(engine, "inception_loss", nan_loss)
+    with pytest.raises(engine.TrainingDiverged, match="loss is nan at optimiser step 3"):
+        train(fault_config("train.epochs=2"), run_copy, resume=True, progress=False, log=lambda message: None)
+    assert (run_copy / "last.pt").read_bytes() == before  # epoch 1's checkpoint, untouched
+
+
+def test_a_diverging_learning_rate_is_a_message_and_writes_no_checkpoint(fault_cache, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--config", "smoke", "--out", str(out), "--no-progress",
+                                       "--set", f"data.cache_dir={fault_cache}", "--set", "optim.lr=1e30",
+                                       "--set", "optim.clip_grad_norm=null", "--set", "train.threads=1"])
+    assert result.exit_code == 1, result.output
+    assert "training diverged" in result.output and "Traceback" not in result.output
+    assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_a_truncated_run_config_never_resumes_with_defaults(damage, run_copy):
+    config = run_copy / "config.yaml"
+    text = config.read_text()
+    config.write_text(text[:len(text) // 2].rsplit("\n", 1)[0] + "\n" if damage == "truncate" else "")
+    result = CliRunner().invoke(main, ["train", "--resume", "--out", str(run_copy), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert f"{config} is incomplete" in result.output and "Traceback" not in result.output
