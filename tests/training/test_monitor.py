@@ -62,11 +62,11 @@ def test_resume_drops_repeated_scalars_and_appends_provenance(tiny_config, tmp_p
     mid.mkdir()
     for name in ("scalars.csv", "provenance.json"):
         (mid / name).write_bytes((run / name).read_bytes())
-    import torch
+    from lowres.training.checkpoint import save_checkpoint
 
-    torch.save({**state, "epoch": 0, "global_step": 2,
-                "totals": {"steps": 2, "count": 16, "loss_sum": 1.0, "correct": 0, "seconds": 1.0},
-                "history": []}, mid / "last.pt")
+    save_checkpoint({**state, "epoch": 0, "global_step": 2,  # written with its checksum, as a real run would
+                     "totals": {"steps": 2, "count": 16, "loss_sum": 1.0, "correct": 0, "seconds": 1.0},
+                     "history": []}, mid / "last.pt")
     (mid / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     train(cfg, mid, resume=True, progress=False, log=lambda m: None)
     assert _scalar_steps(mid, "step/loss") == [1, 2, 3, 4]  # step 3 once, not twice
