@@ -95,6 +95,9 @@ def fit_fusion(classified: ClassifiedResults, coco_gt: Any, *, grid: Grid = Grid
                      f"-> {per_band[names[i]]['fitted']:.4f})")
     rules = _best_subset(lambda r: coco_ap(coco_gt, classified.fused(_fusion(names, bounds, r))[0]), chosen)
     fitted = _fusion(names, bounds, rules)
+    for i, name in enumerate(names):
+        if name in per_band:
+            per_band[name]["kept"] = rules[i] != DETECTOR  # False: the overall AP preferred the detector here
     report = {"metric": "COCO bbox AP (pycocotools COCOeval): each band by its own AP, the set of bands by AP",
               "before": coco_bbox_metrics(coco_gt, classified.fused(_fusion(names, bounds, alone))[0]),
               "fitted": coco_bbox_metrics(coco_gt, classified.fused(fitted)[0]), "bands": per_band,
