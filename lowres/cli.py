@@ -232,8 +232,20 @@ def _checkpoint_data(checkpoint: str) -> str:
               help="COCO instances JSON for --images: finds files and enables AP before/after.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, callback=writable_file,
               help="Rescored COCO results JSON (with --fusion all: OUT's stem + .RULE.json per rule).")
-@click.option("--fusion", type=click.Choice(["replace", "product", "max", "all"]), default="product",
-              show_default=True, help="How classifier probabilities and detector scores combine (lowres.rcnn.fusion).")
+@click.option("--fusion", "fusion", type=click.Choice(["replace", "product", "max", "auto", "all"]), multiple=True,
+              default=("product",), show_default=True,
+              help="How classifier probabilities and detector scores combine (lowres.rcnn.fusion); repeatable. "
+                   "all = replace, product, max; auto = fitted by COCO AP on --calibrate-split.")
+@click.option("--max-area", default=None, metavar="AREA",
+              help="Rescore only boxes below AREA (small = 32^2, medium = 96^2, or square pixels); larger boxes keep "
+                   "the detector's label and score. With auto: the size bands fitted.")
+@click.option("--calibrate-split", default="train", show_default=True,
+              help="auto: the --data split whose ground truth fits the fusion, with the detector's results there "
+                   "(NAME_SPLIT.json beside --detections NAME_OTHER.json).")
+@click.option("--calibrate-detections", type=click.Path(dir_okay=False), default=None,
+              help="auto: the calibration split's detections file, instead of NAME_SPLIT.json.")
+@click.option("--fusion-params", type=click.Path(dir_okay=False), default=None,
+              help="auto: where the fitted parameters go (default: beside the checkpoint, STEM.fusion.NAME.json).")
 @click.option("--background-threshold", type=float, default=0.5, show_default=True,
               help="Drop detections whose background probability exceeds this (models with a background class; "
                    ">= 1 disables).")
@@ -250,13 +262,15 @@ def _checkpoint_data(checkpoint: str) -> str:
                    "category_id are not COCO ids; outputs are written in COCO ids.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def rescore(checkpoint: str, detections: str, data: str | None, split: str, images: str | None,
-            annotations: str | None, out_file: str, fusion: str, background_threshold: float, skip_unknown: bool,
-            batch_images: int, chunk_size: int, precision: str, device: str, no_ema: bool, metrics_out: str | None,
-            label_map: str | None, no_progress: bool) -> None:
+            annotations: str | None, out_file: str, fusion: tuple[str, ...], max_area: str | None,
+            calibrate_split: str, calibrate_detections: str | None, fusion_params: str | None,
+            background_threshold: float, skip_unknown: bool, batch_images: int, chunk_size: int, precision: str,
+            device: str, no_ema: bool, metrics_out: str | None, label_map: str | None, no_progress: bool) -> None:
     """Rescore a detector's COCO results with a second-stage classifier; with ground truth, print COCO AP
     (AP, AP50, AP75, APs, APm, APl) before and after, per fusion rule."""
-    from .rcnn import FUSIONS, SecondStage
     from ._atomic import atomic_write_json
+    from .rcnn import SecondStage
+    from .rcnn.calibrate import rescore_fusions
     from .rcnn.files import metrics_table, rescore_file
     from .training.checkpoint import CheckpointError
 
@@ -264,7 +278,7 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
         raise click.UsageError("give either --data DIR [--split S] or --images DIR [--annotations FILE], not both")
     if annotations is not None and images is None:
         raise click.UsageError("--annotations needs --images")
-    fusions = list(FUSIONS) if fusion == "all" else [fusion]
+    threshold = None if background_threshold >= 1 else background_threshold
     try:
         from tqdm.auto import tqdm
 
@@ -274,17 +288,26 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
         mapping = load_label_map(label_map) if label_map else None
         if data is None and images is None:
             data = _checkpoint_data(checkpoint)
+        if "auto" in fusion and data is None:
+            raise click.UsageError("--fusion auto needs --data: the calibration split's ground truth is found there")
+        if "auto" in fusion and mapping is not None:
+            raise click.UsageError("--fusion auto calibrates on COCO category ids: it does not take --label-map yet")
 
         dev = resolve_device(device)
         stage = SecondStage.from_checkpoint(checkpoint, dev, use_ema=not no_ema, chunk_size=chunk_size,
                                             precision=precision)
+        with tqdm(desc="calibrate", unit="img", disable=no_progress or "auto" not in fusion, dynamic_ncols=True) as bar:
+            fusions = rescore_fusions(stage, fusion, checkpoint=checkpoint, detections=detections, data=data,
+                                      background_threshold=threshold, max_area=max_area, split=calibrate_split,
+                                      calibration=calibrate_detections, params_out=fusion_params,
+                                      batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
+                                      progress=bar.update, report=click.echo)
         with tqdm(desc="rescore", unit="img", disable=no_progress, dynamic_ncols=True) as bar:
             summary = rescore_file(stage, detections, out_file, fusions=fusions, data=data, split=split,
-                                   images=images, annotations=annotations,
-                                   background_threshold=None if background_threshold >= 1 else background_threshold,
+                                   images=images, annotations=annotations, background_threshold=threshold,
                                    batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
                                    progress=bar.update, label_map=mapping)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{summary['detections']} detections on {summary['images']} images; kept {summary['kept']}; "
                f"skipped {summary['skipped'] or 'none'}")
