@@ -81,7 +81,7 @@ def _break(layout: dict[str, Path], how: str) -> tuple[Path, str]:
     if how == "no ground truth file":
         path = layout["root"] / "annotations" / "instances_train.json"
         path.unlink()
-        return path, "not found"
+        return layout["root"], "no split 'train' (no annotations/instances_train.json)"
     if how == "no ground-truth boxes":
         path = layout["root"] / "annotations" / "instances_train.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "annotations": []}))
