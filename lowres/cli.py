@@ -115,7 +115,7 @@ def _train_presets_help() -> str:
 @click.option("--config", "config_file", default=None, help=_train_presets_help())
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config value, e.g. --set optim.lr=0.01 (repeatable; YAML scalars).")
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--data", type=click.Path(file_okay=False), default=None,
               help="COCO-layout (coco-mini) or ImageNet-layout folder; without it the generated synthetic set is used.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, callback=writable_dir,
               help="Run folder (required unless --print-config).")
@@ -170,7 +170,7 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
 
 @main.command("eval")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True)
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--data", type=click.Path(file_okay=False), default=None,
               help="COCO- or ImageNet-layout folder (default: the checkpoint's training data).")
 @click.option("--split", default="val", show_default=True)
 @click.option("--boxes", type=click.Choice(["gt", "detections", "both"]), default="gt", show_default=True,

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from detection_bridge import synthetic
 from lowres.cli import main
 from lowres.training.run import train
+from lowres.training.checkpoint import save_checkpoint
 
 
 def test_eval_elsewhere_uses_and_names_the_checkpoint_data_path(tiny_config, tmp_path, monkeypatch):
@@ -24,7 +25,7 @@ def test_eval_elsewhere_uses_and_names_the_checkpoint_data_path(tiny_config, tmp
     assert "(data.path 'data' in work/run/last.pt)" in result.output
 
     state = torch.load(work / "run" / "last.pt", weights_only=True)
-    torch.save({**state, "provenance": []}, work / "run" / "old.pt")  # a checkpoint from before provenance
+    save_checkpoint({**state, "provenance": []}, work / "run" / "old.pt")  # a checkpoint from before provenance
     old = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/old.pt", "--out", "e.json"])
     assert old.exit_code != 0 and "Traceback" not in old.output
     assert "data.path 'data' taken from the checkpoint work/run/old.pt (no --data given) not found" in old.output
