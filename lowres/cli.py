@@ -147,6 +147,10 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
     if data is not None:
         data = str(Path(data).expanduser().resolve())  # the run folder records where the data really was
     try:
+        if data is not None:  # before the run folder (and its lock) is created: a wrong --data creates nothing
+            from detection_bridge.layout import check_data_dir
+
+            check_data_dir(data)
         flags = (f"train.precision={precision}",) if precision else ()
         cfg = load_config(config_file, (*overrides, *flags), stem=int(stem) if stem else None, data=data,
                           complete=run_config)  # a truncated run config must not fall back to defaults
