@@ -136,3 +136,22 @@ def test_cli_train_help_and_bench_presets():
     result = CliRunner().invoke(main, ["train", "--config", "bench_cpu", "--print-config"])
     assert result.exit_code != 0 and "lowres bench --preset cpu" in result.output
     assert "Traceback" not in result.output
+
+
+def test_tensorboard_events_hold_the_same_scalars_as_the_csv(tmp_path):
+    """With the optional tensorboard package: events in RUN_DIR/tb, the same steps and values as scalars.csv."""
+    import pytest
+
+    pytest.importorskip("tensorboard", reason="optional dependency: pip install 'lowres[tensorboard]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    mon = RunMonitor(tmp_path, log=lambda m: None, epochs=1, log_every=1, tensorboard=True, tty=True)
+    mon.start(steps_per_epoch=3, resume_step=0)
+    for step, loss in ((1, 2.5), (2, 2.0), (3, 1.25)):
+        mon.step(0, step, step, loss, 0.1, 10.0)
+    mon.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("step/loss")]
+    assert logged == [(1, 2.5), (2, 2.0), (3, 1.25)]
+    assert _scalar_steps(tmp_path, "step/loss") == [1, 2, 3]
