@@ -147,7 +147,7 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
     if data is not None:
         data = str(Path(data).expanduser().resolve())  # the run folder records where the data really was
     try:
-        if data is not None:  # before the run folder (and its lock) is created: a wrong --data creates nothing
+        if data is not None and not print_config:  # before the run folder exists: a wrong --data creates nothing
             from detection_bridge.layout import check_data_dir
 
             check_data_dir(data)
