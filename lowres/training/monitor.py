@@ -129,7 +129,13 @@ class RunMonitor:
         """Print ``message`` (stderr) and append it, time-stamped, to train.log."""
         if not self.enabled:
             return
-        self._log(message)
+        if self.tty:  # clear the progress bars, print, redraw them: a note never splits a bar's line
+            from tqdm import tqdm
+
+            with tqdm.external_write_mode(file=sys.stderr):
+                self._log(message)
+        else:
+            self._log(message)
         if self._file is not None:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             self._file.write("".join(f"{stamp} {line}\n" for line in message.splitlines() or [""]))
