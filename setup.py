@@ -34,6 +34,7 @@ setup(
     extras_require={
         "dev": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1", "matplotlib>=3.7"],
         "report": ["matplotlib>=3.7"],
+        "tensorboard": ["tensorboard>=2.14"],  # optional: training scalars also as TensorBoard events (RUN_DIR/tb)
     },
     entry_points={"console_scripts": ["lowres = lowres.cli:main"]},
 )

@@ -169,7 +169,13 @@ def _open_valid(path: Path, key: str) -> CropCache | None:
         cache = CropCache(path)
     except (CacheError, BridgeError):
         return None
-    return cache if cache.key == key else None
+    if cache.key != key:
+        return None
+    try:  # mark it used: `lowres cache clean --older-than DAYS` removes caches by last use (atime is unreliable)
+        os.utime(path / INDEX_NAME)
+    except OSError:
+        pass  # a read-only cache is still a good cache
+    return cache
 
 
 def open_cache(cache_root: str | os.PathLike, records: Sequence[CropRecord], size: int,

@@ -62,6 +62,10 @@ def split_paths(data_dir: str | os.PathLike | None = None, split: str = "train",
     if (annotations is None or images is None) and data_dir is None:
         raise MalformedFileError(None, None, "missing_file", "give data_dir, or both annotations and images")
     root = Path(data_dir) if data_dir is not None else None
+    if root is not None and (annotations is None or images is None):
+        from .layout import check_data_dir
+
+        check_data_dir(root, split, layouts=("coco",))  # the one message for a wrong folder or split
     ann = Path(annotations) if annotations is not None else root / "annotations" / f"instances_{split}.json"
     img = Path(images) if images is not None else root / "images" / split
     det = Path(detections) if detections is not None else None

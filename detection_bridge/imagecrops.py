@@ -14,6 +14,7 @@ per-size or per-epoch copy is ever stored.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -168,7 +169,10 @@ def open_or_build_decoded(records: Sequence[ImageRecord], root: str | os.PathLik
     final = Path(cache_root) / f"decoded_{len(records)}_{key[:16]}"
     if (final / "index.json").is_file():
         try:
-            return DecodedImages(final)
+            store = DecodedImages(final)
+            with contextlib.suppress(OSError):  # mark it used, for `lowres cache clean --older-than`
+                os.utime(final / "index.json")
+            return store
         except (CacheError, MalformedFileError) as e:
             log(f"rebuilding a damaged decoded-image store ({e})")
             shutil.rmtree(final, ignore_errors=True)

@@ -84,16 +84,10 @@ def list_splits(root: str | os.PathLike) -> list[str]:
 def detect_layout(root: str | os.PathLike) -> Layout:
     """``"coco"`` (``annotations/`` inside) or ``"imagefolder"`` (split folders of class folders); else an
     error naming both layouts that were looked for."""
-    path = Path(root)
-    if not path.is_dir():
-        raise MalformedFileError(str(path), None, "missing_file", "data folder not found")
-    if (path / "annotations").is_dir():
-        return "coco"
-    if list_splits(path):
-        return "imagefolder"
-    raise MalformedFileError(str(path), None, "unknown_layout",
-                             "neither a COCO layout (annotations/instances_<split>.json, images/<split>/) nor an "
-                             "ImageNet layout (<split>/<class>/<image>, e.g. train/n01440764/x.JPEG)")
+    from .layout import check_data_dir, describe_data_dir
+
+    check_data_dir(root)  # the one message for a missing folder or an unknown layout, listing what is there
+    return next(iter(describe_data_dir(root)))  # type: ignore[return-value]
 
 
 def _class_names(root: Path, keys: list[str]) -> list[str]:
@@ -117,12 +111,10 @@ def _class_names(root: Path, keys: list[str]) -> list[str]:
 
 
 def _split_dir(root: Path, split: str) -> Path:
-    path = root / split
-    if not _has_class_folders(path):
-        found = list_splits(root)
-        raise MalformedFileError(str(path), None, "missing_split",
-                                 f"no class folders for split {split!r} (splits found: {', '.join(found) or 'none'})")
-    return path
+    from .layout import check_data_dir
+
+    check_data_dir(root, split, layouts=("imagefolder",))  # the same message as every verb's, splits listed
+    return root / split
 
 
 def _is_image(path: Path) -> bool:

@@ -27,6 +27,8 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
     """Per stem: input, grid sizes, parameters and forward GFLOPs, measured from the model."""
     from .models.profile import stem_table
 
+    click.echo(f"measuring 3 stems at width {width:g} (FLOPs are counted by running each model once; "
+               "up to a minute on a CPU at width 1.0) ...", err=True)
     try:
         rows = stem_table(width=width, min_depth=min_depth, num_classes=num_classes)
     except ValueError as exc:
@@ -46,7 +48,7 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--data", type=click.Path(file_okay=False), default=None,
               help="Folder in the coco-mini layout; default: the embedded synthetic set.")
 @click.option("--split", default="train", show_default=True)
 @click.option("--size", type=click.IntRange(min=8), default=79, show_default=True, help="Crop side in pixels.")
@@ -113,41 +115,78 @@ def _leave_group(env: object) -> None:
     cleanup_distributed(env)  # type: ignore[arg-type]
 
 
+def _command_line() -> str:
+    """The command as typed, for provenance (this module is the only one that reads argv)."""
+    import sys
+
+    from .provenance import command_line
+
+    return command_line(sys.argv)
+
+
+def _train_presets_help() -> str:
+    from .config import list_presets
+
+    return (f"YAML file or preset name ({', '.join(list_presets())}). Default: with --resume RUN_DIR/config.yaml; "
+            "with --data the paper's recipe (paper); with neither, smoke on the synthetic set.")
+
+
 @main.command()
 @click.option("--stem", type=click.Choice(["79", "151", "299"]), default=None,
               help="Stem / input size (overrides the config's model.stem).")
-@click.option("--config", "config_file", default=None,
-              help="YAML file or preset name (smoke, cpu, paper). With --resume, defaults to RUN_DIR/config.yaml.")
+@click.option("--config", "config_file", default=None, help=_train_presets_help())
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config value, e.g. --set optim.lr=0.01 (repeatable; YAML scalars).")
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--data", type=click.Path(file_okay=False), default=None,
               help="COCO-layout (coco-mini) or ImageNet-layout folder; without it the generated synthetic set is used.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, callback=writable_dir,
-              help="Run folder.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, callback=writable_dir,
+              help="Run folder (required unless --print-config).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
               help="bf16 = autocast with bfloat16 (overrides train.precision).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
-def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...], data: str | None, out_dir: str,
-          precision: str | None, resume: bool, no_progress: bool) -> None:
-    """Train a stem on crops with the paper's recipe (torchrun-ready); writes config.yaml, metrics.jsonl,
-    last.pt/best.pt and val_metrics.json to --out and prints the final epoch's metrics as JSON."""
+@click.option("--no-progress", is_flag=True, help="No progress bars (they are shown only on a terminal anyway; "
+              "without one a line is logged every train.log_every steps).")
+@click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
+def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...], data: str | None, out_dir: str | None,
+          precision: str | None, resume: bool, no_progress: bool, print_config: bool) -> None:
+    """Train a stem on crops (torchrun-ready). Writes config.yaml, provenance.json, train.log, metrics.jsonl,
+    scalars.csv (and TensorBoard events in tb/ when installed), last.pt/best.pt, checkpoints/ and
+    val_metrics.json to --out, logs a line per epoch and prints the final epoch's metrics as JSON."""
     from pathlib import Path
+
+    import yaml
 
     from detection_bridge.errors import BridgeError
 
-    from .config import load_config
+    from .config import default_train_config, load_config
     from .training.checkpoint import CheckpointError
     from .training.run import train as run_training
 
-    run_config = config_file is None and resume and (Path(out_dir) / "config.yaml").is_file()
-    if run_config:
-        config_file = str(Path(out_dir) / "config.yaml")
+    if out_dir is None and not print_config:
+        raise click.UsageError("Missing option '--out' (the run folder).")
+    config_file, note = default_train_config(config_file, data=data, out_dir=out_dir, resume=resume)
+    run_config = out_dir is not None and config_file == str(Path(out_dir) / "config.yaml")
+    if data is not None:
+        data = str(Path(data).expanduser().resolve())  # the run folder records where the data really was
     try:
+        if data is not None and not print_config:  # before the run folder exists: a wrong --data creates nothing
+            from detection_bridge.layout import check_data_dir
+
+            check_data_dir(data)
         flags = (f"train.precision={precision}",) if precision else ()
         cfg = load_config(config_file, (*overrides, *flags), stem=int(stem) if stem else None, data=data,
                           complete=run_config)  # a truncated run config must not fall back to defaults
-        summary = run_training(cfg, out_dir, resume=resume, progress=not no_progress, log=lambda m: click.echo(m, err=True))
+        if print_config:
+            click.echo(f"# resolved from {config_file}" + (f" + {len(overrides) + len(flags)} override(s)"
+                                                          if overrides or flags else "") + "\n"
+                       + yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
+            return
+        if note:
+            from .config import describe
+
+            click.echo(note.format(summary=describe(cfg)), err=True)
+        summary = run_training(cfg, out_dir, resume=resume, progress=not no_progress,
+                               log=lambda m: click.echo(m, err=True), command=_command_line())
     except (CheckpointError, BridgeError, FileNotFoundError) as exc:  # ConfigError: GuardedGroup, exit 2
         raise click.ClickException(str(exc)) from None
     if summary.get("rank", 0) == 0:  # under torchrun only rank 0 reports
@@ -157,7 +196,7 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
 
 @main.command("eval")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True)
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--data", type=click.Path(file_okay=False), default=None,
               help="COCO- or ImageNet-layout folder (default: the checkpoint's training data).")
 @click.option("--split", default="val", show_default=True)
 @click.option("--boxes", type=click.Choice(["gt", "detections", "both"]), default="gt", show_default=True,
@@ -192,13 +231,26 @@ def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detectio
                f"[{fmt(lo)}, {fmt(hi)}], top-5 {fmt(m['top5'])}, balanced {fmt(m['balanced_accuracy'])} -> {out_file}")
 
 
+def _checkpoint_data(checkpoint: str) -> str:
+    """``rescore`` without --data/--images: the checkpoint's training data folder, saying so."""
+    from .training.checkpoint import load_checkpoint
+    from .training.evaluate import checkpoint_data_path
+
+    path = checkpoint_data_path(load_checkpoint(checkpoint), checkpoint, lambda m: click.echo(m, err=True))
+    if path is None:
+        raise click.UsageError(f"{checkpoint} was trained on the synthetic set: give --data DIR [--split S] or "
+                               "--images DIR [--annotations FILE]")
+    return path
+
+
 @main.command()
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True,
               help="A `lowres train` checkpoint (its EMA weights unless --no-ema).")
 @click.option("--detections", type=click.Path(exists=True, dir_okay=False), required=True,
               help="COCO results JSON from any detector: image_id, category_id, bbox [x,y,w,h], score.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
-              help="coco-mini-layout folder (annotations/instances_SPLIT.json, images/SPLIT/).")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="coco-mini-layout folder (annotations/instances_SPLIT.json, images/SPLIT/); default: the "
+                   "checkpoint's training data, unless --images is given.")
 @click.option("--split", default="val", show_default=True)
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="Image folder; without --annotations, files are found by id (000000000139.jpg -> 139).")
@@ -206,8 +258,20 @@ def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detectio
               help="COCO instances JSON for --images: finds files and enables AP before/after.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, callback=writable_file,
               help="Rescored COCO results JSON (with --fusion all: OUT's stem + .RULE.json per rule).")
-@click.option("--fusion", type=click.Choice(["replace", "product", "max", "all"]), default="product",
-              show_default=True, help="How classifier probabilities and detector scores combine (lowres.rcnn.fusion).")
+@click.option("--fusion", "fusion", type=click.Choice(["replace", "product", "max", "auto", "all"]), multiple=True,
+              default=("product",), show_default=True,
+              help="How classifier probabilities and detector scores combine (lowres.rcnn.fusion); repeatable. "
+                   "all = replace, product, max; auto = fitted by COCO AP on --calibrate-split.")
+@click.option("--max-area", default=None, metavar="AREA",
+              help="Rescore only boxes below AREA (small = 32^2, medium = 96^2, or square pixels); larger boxes keep "
+                   "the detector's label and score. With auto: the size bands fitted.")
+@click.option("--calibrate-split", default="train", show_default=True,
+              help="auto: the --data split whose ground truth fits the fusion, with the detector's results there "
+                   "(NAME_SPLIT.json beside --detections NAME_OTHER.json).")
+@click.option("--calibrate-detections", type=click.Path(dir_okay=False), default=None,
+              help="auto: the calibration split's detections file, instead of NAME_SPLIT.json.")
+@click.option("--fusion-params", type=click.Path(dir_okay=False), default=None,
+              help="auto: where the fitted parameters go (default: beside the checkpoint, STEM.fusion.NAME.json).")
 @click.option("--background-threshold", type=float, default=0.5, show_default=True,
               help="Drop detections whose background probability exceeds this (models with a background class; "
                    ">= 1 disables).")
@@ -219,38 +283,57 @@ def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detectio
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of their moving average.")
 @click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, callback=writable_file,
               help="Also write the summary as JSON.")
+@click.option("--label-map", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON {detector label: COCO category id} (or a list indexed by label) when the detections' "
+                   "category_id are not COCO ids; outputs are written in COCO ids.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def rescore(checkpoint: str, detections: str, data: str | None, split: str, images: str | None,
-            annotations: str | None, out_file: str, fusion: str, background_threshold: float, skip_unknown: bool,
-            batch_images: int, chunk_size: int, precision: str, device: str, no_ema: bool, metrics_out: str | None,
-            no_progress: bool) -> None:
+            annotations: str | None, out_file: str, fusion: tuple[str, ...], max_area: str | None,
+            calibrate_split: str, calibrate_detections: str | None, fusion_params: str | None,
+            background_threshold: float, skip_unknown: bool, batch_images: int, chunk_size: int, precision: str,
+            device: str, no_ema: bool, metrics_out: str | None, label_map: str | None, no_progress: bool) -> None:
     """Rescore a detector's COCO results with a second-stage classifier; with ground truth, print COCO AP
     (AP, AP50, AP75, APs, APm, APl) before and after, per fusion rule."""
-    from .rcnn import FUSIONS, SecondStage
     from ._atomic import atomic_write_json
+    from .rcnn import SecondStage
+    from .rcnn.calibrate import rescore_fusions
     from .rcnn.files import metrics_table, rescore_file
     from .training.checkpoint import CheckpointError
 
-    if (data is None) == (images is None and annotations is None):
-        raise click.UsageError("give either --data DIR [--split S] or --images DIR [--annotations FILE]")
+    if data is not None and (images is not None or annotations is not None):
+        raise click.UsageError("give either --data DIR [--split S] or --images DIR [--annotations FILE], not both")
     if annotations is not None and images is None:
         raise click.UsageError("--annotations needs --images")
-    fusions = list(FUSIONS) if fusion == "all" else [fusion]
+    threshold = None if background_threshold >= 1 else background_threshold
     try:
         from tqdm.auto import tqdm
 
+        from .rcnn.files import load_label_map
         from .training.distributed import resolve_device
+
+        mapping = load_label_map(label_map) if label_map else None
+        if data is None and images is None:
+            data = _checkpoint_data(checkpoint)
+        if "auto" in fusion and data is None:
+            raise click.UsageError("--fusion auto needs --data: the calibration split's ground truth is found there")
+        if "auto" in fusion and mapping is not None:
+            raise click.UsageError("--fusion auto calibrates on COCO category ids: it does not take --label-map yet")
 
         dev = resolve_device(device)
         stage = SecondStage.from_checkpoint(checkpoint, dev, use_ema=not no_ema, chunk_size=chunk_size,
                                             precision=precision)
+        with tqdm(desc="calibrate", unit="img", disable=no_progress or "auto" not in fusion, dynamic_ncols=True) as bar:
+            fusions = rescore_fusions(stage, fusion, checkpoint=checkpoint, detections=detections, data=data,
+                                      background_threshold=threshold, max_area=max_area, split=calibrate_split,
+                                      calibration=calibrate_detections, params_out=fusion_params,
+                                      batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
+                                      progress=bar.update, report=click.echo)
         with tqdm(desc="rescore", unit="img", disable=no_progress, dynamic_ncols=True) as bar:
             summary = rescore_file(stage, detections, out_file, fusions=fusions, data=data, split=split,
-                                   images=images, annotations=annotations,
-                                   background_threshold=None if background_threshold >= 1 else background_threshold,
+                                   images=images, annotations=annotations, background_threshold=threshold,
                                    batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
-                                   progress=bar.update)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+                                   progress=bar.update, label_map=mapping)
+    except (CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{summary['detections']} detections on {summary['images']} images; kept {summary['kept']}; "
                f"skipped {summary['skipped'] or 'none'}")
@@ -288,7 +371,7 @@ def export(checkpoint: str, fmt: str, out_file: str, softmax: bool, no_ema: bool
 @main.command()
 @click.option("--preset", default="smoke", show_default=True,
               help="Bench preset: smoke | cpu | imagenette | paper (configs/bench_NAME.yaml) or a YAML file.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--data", type=click.Path(file_okay=False), default=None,
               help="COCO- or ImageNet-layout folder (train on train, report on val); default: the generated synthetic set.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Training seeds per variant (preset's default: 1).")
@@ -325,8 +408,18 @@ def bench(preset: str, data: str | None, seeds: int | None, variants: str | None
     for row in report["rows"]:
         lo, hi = row["top1_ci"]
         click.echo(f"{row['variant']:>12}: top-1 {100 * row['top1']:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]  "
-                   f"{row['gflops']:.3f} GFLOPs  {row['images_per_s']:.0f} img/s")
+                   f"{row['gflops']:.3f} GFLOPs  {row['images_per_s']:.0f} img/s (median; rounds "
+                   f"{row['images_per_s_spread'][0]:.0f}-{row['images_per_s_spread'][1]:.0f})")
     click.echo(f"report: {Path(out_dir) / 'report.md'}")
+
+
+def _register_cache_commands() -> None:
+    from .cache_admin import cache_cli
+
+    main.add_command(cache_cli, "cache")
+
+
+_register_cache_commands()
 
 
 if __name__ == "__main__":  # python -m lowres.cli (torchrun uses this form)

@@ -9,23 +9,20 @@ that load with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
+
+from .config_checks import ConfigError, check_ranges, check_value
 
 __all__ = [
     "ConfigError", "Config", "ModelConfig", "DataConfig", "CropConfig", "AugmentConfig", "OptimConfig",
     "ScheduleConfig", "TrainConfig", "EvalConfig", "load_config", "apply_overrides", "save_config",
-    "preset_path", "list_presets",
+    "preset_path", "list_presets", "default_train_config",
 ]
-
-
-class ConfigError(ValueError):
-    """A config key is unknown or its value has the wrong type or range (the message names the key)."""
 
 
 @dataclass
@@ -124,7 +121,9 @@ class TrainConfig:
     deterministic: bool = False  # torch deterministic algorithms: exact resume, slower on GPU
     device: str = "auto"  # auto = cuda when available (local rank's GPU under torchrun), else cpu
     checkpoint_every: int = 0  # also write last.pt every N optimiser steps (0 = at epoch ends only)
-    log_every: int = 10  # read loss/accuracy from the device every N steps (each read waits for the device)
+    keep_checkpoints: int = 2  # also keep checkpoints/epoch_NNNN.pt of the last K epochs (0 = none; detectron2-style)
+    log_every: int = 20  # a step line (without a TTY) and step scalars every N optimiser steps (detectron2's 20)
+    tensorboard: bool = True  # also write TensorBoard events to RUN_DIR/tb when tensorboard is installed
     max_steps_per_epoch: Optional[int] = None  # cut epochs short (smoke runs)
     threads: Optional[int] = None  # torch.set_num_threads for CPU runs (None = torch's default)
 
@@ -160,11 +159,11 @@ class Config:
         merged = _merge(Config._defaults(), data, source=source)
         sections = {}
         for name, sub_cls in _section_types().items():
-            values = {k: _check_value(f"{name}.{k}", v, hint, source)
+            values = {k: check_value(f"{name}.{k}", v, hint, source)
                       for k, (v, hint) in _zip_hints(sub_cls, merged[name]).items()}
             sections[name] = sub_cls(**values)
         cfg = cls(**sections)
-        _check_ranges(cfg, source)
+        check_ranges(cfg, source)
         return cfg
 
     @staticmethod
@@ -197,112 +196,6 @@ def _merge(base: dict, update: dict, *, source: str, prefix: str = "") -> dict:
         else:
             out[key] = value
     return out
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if origin is Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
-
-
-def _check_value(key: str, value: Any, hint: Any, source: str) -> Any:
-    """Return ``value`` converted to ``hint`` when that is lossless, else raise naming the key."""
-    origin = typing.get_origin(hint)
-    if origin is Union:
-        for arg in typing.get_args(hint):
-            try:
-                return _check_value(key, value, arg, source)
-            except ConfigError:
-                pass
-    elif origin is Literal:
-        if value in typing.get_args(hint) and type(value) in {type(a) for a in typing.get_args(hint)}:
-            return value
-    elif hint is type(None):
-        if value is None:
-            return None
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML (YAML 1.1) reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"{source}: '{key}' expects {_type_name(hint)}, got {type(value).__name__} {value!r}")
-
-
-def _non_finite(node: Any, prefix: str = "") -> str | None:
-    """The first float field that is NaN or infinite (they pass every ``<``/``>`` check), else None."""
-    for f in dataclasses.fields(node):
-        value = getattr(node, f.name)
-        if dataclasses.is_dataclass(value):
-            found = _non_finite(value, f"{prefix}{f.name}.")
-            if found:
-                return found
-        elif isinstance(value, float) and not math.isfinite(value):
-            return f"{prefix}{f.name}"
-    return None
-
-
-def _check_ranges(cfg: Config, source: str) -> None:
-    """Value checks the types cannot express: finite numbers, positive sizes, probabilities in [0, 1]."""
-    key = _non_finite(cfg)
-    if key:
-        raise ConfigError(f"{source}: '{key}' must be a finite number, got {_get_field(cfg, key)!r}")
-    m, o, s, t, a = cfg.model, cfg.optim, cfg.schedule, cfg.train, cfg.augment
-    positive = {"model.width": m.width, "train.epochs": t.epochs, "train.batch_size": t.batch_size,
-                "eval.batch_size": cfg.eval.batch_size, "optim.lr": o.lr, "schedule.decay_epochs": s.decay_epochs,
-                "eval.every": cfg.eval.every, "model.min_depth": m.min_depth, "eval.bootstrap": cfg.eval.bootstrap,
-                "crop.context": cfg.crop.context, "augment.box_scale_min": a.box_scale_min,
-                "augment.aspect_min": a.aspect_min, "schedule.decay_rate": s.decay_rate, "optim.eps": o.eps,
-                "optim.clip_grad_norm": o.clip_grad_norm, "train.threads": t.threads,
-                "train.max_steps_per_epoch": t.max_steps_per_epoch, "data.max_train": cfg.data.max_train,
-                "data.max_val": cfg.data.max_val, "data.build_workers": cfg.data.build_workers,
-                "train.log_every": t.log_every}
-    for key, value in positive.items():
-        if value is not None and value <= 0:
-            raise ConfigError(f"{source}: '{key}' must be > 0, got {value!r}")
-    unit = {"train.label_smoothing": t.label_smoothing, "train.ema_decay": t.ema_decay, "model.dropout": m.dropout,
-            "optim.rms_decay": o.rms_decay, "optim.momentum": o.momentum, "optim.beta2": o.beta2, "eval.ci": cfg.eval.ci,
-            "augment.hflip": a.hflip, "augment.p_color": a.p_color, "schedule.warmup_start": s.warmup_start,
-            "schedule.min_lr_factor": s.min_lr_factor, "augment.hue": a.hue}
-    for key, value in unit.items():
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{source}: '{key}' must be in [0, 1], got {value!r}")
-    non_negative = {"train.checkpoint_every": t.checkpoint_every, "data.num_workers": cfg.data.num_workers,
-                    "optim.weight_decay": o.weight_decay, "train.aux_weight": t.aux_weight,
-                    "schedule.warmup_epochs": s.warmup_epochs, "crop.margin": cfg.crop.margin,
-                    "augment.color": a.color, "data.min_size": cfg.data.min_size}
-    for key, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{source}: '{key}' must be >= 0, got {value!r}")
-    if not (0.0 < cfg.augment.area_min <= cfg.augment.area_max <= 1.0 and 0.0 < cfg.crop.central_fraction <= 1.0
-            and cfg.data.decode_cache_gb >= 0.0):
-        raise ConfigError(f"{source}: need 0 < augment.area_min <= augment.area_max <= 1, 0 < crop.central_fraction"
-                          f" <= 1 and data.decode_cache_gb >= 0")
-    for key, value in {"crop.size": cfg.crop.size, "crop.upsample_to": cfg.crop.upsample_to}.items():
-        if value is not None and value < 8:
-            raise ConfigError(f"{source}: '{key}' must be null or >= 8 pixels, got {value!r}")
-    for low, high in (("box_scale_min", "box_scale_max"), ("aspect_min", "aspect_max")):
-        if getattr(a, low) > getattr(a, high):
-            raise ConfigError(f"{source}: 'augment.{low}' must be <= 'augment.{high}'")
-
-
-def _get_field(cfg: Config, dotted: str) -> Any:
-    section, name = dotted.split(".")
-    return getattr(getattr(cfg, section), name)
 
 
 def missing_keys(raw: Any) -> list[str]:
@@ -348,9 +241,16 @@ def _presets_dir() -> Path:
         return Path(__file__).resolve().parent.parent / "configs"
 
 
-def list_presets() -> list[str]:
-    """Names of the YAML presets (``smoke``, ``cpu``, ``paper``, ...)."""
-    return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+BENCH_PREFIX = "bench_"  # configs/bench_NAME.yaml are `lowres bench --preset NAME` presets, not training configs
+
+
+def list_presets(kind: Literal["train", "bench", "all"] = "train") -> list[str]:
+    """Names of the YAML presets: training ones (``smoke``, ``cpu``, ``paper``, ``second_stage``) by default,
+    ``kind="bench"`` the bench presets (``bench_smoke`` ...), ``"all"`` both."""
+    names = sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+    if kind == "all":
+        return names
+    return [n for n in names if n.startswith(BENCH_PREFIX) == (kind == "bench")]
 
 
 def preset_path(name_or_path: str | Path) -> Path:
@@ -364,6 +264,39 @@ def preset_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config '{name_or_path}' is neither a file nor a preset (presets: {', '.join(list_presets())})")
 
 
+def _refuse_bench_preset(raw: Any, source: str) -> None:
+    """A bench preset (``bench:`` + ``config:`` sections) given to ``train``: say which command takes it."""
+    if isinstance(raw, dict) and "bench" in raw:
+        name = Path(source).stem
+        hint = f"lowres bench --preset {name[len(BENCH_PREFIX):]}" if name.startswith(BENCH_PREFIX) else "lowres bench"
+        raise ConfigError(f"{source} is a bench preset (it has a 'bench:' section): run it with `{hint}`; "
+                          f"training presets: {', '.join(list_presets())}")
+
+
+def default_train_config(config_file: str | None, *, data: str | None, out_dir: str | None, resume: bool
+                         ) -> tuple[str | None, str | None]:
+    """``(config, note)`` when no --config is given: the run's own config.yaml on --resume; the paper's recipe
+    with --data (a real run, hours: the time per epoch is printed after the first steps); the smoke preset
+    without data, so the first command a user types finishes in seconds and says what it did."""
+    if config_file is not None:
+        return config_file, None
+    saved = Path(out_dir) / "config.yaml" if out_dir else None
+    if resume and saved is not None and saved.is_file():
+        return str(saved), None
+    if data is None:
+        return "smoke", ("note: no --config and no --data: running the smoke preset (configs/smoke.yaml: {summary}) "
+                         "on the generated synthetic set, a check that everything works; for a real run pass "
+                         "--data DIR (the paper's recipe) or --config NAME")
+    return "paper", ("note: no --config: the paper's recipe (configs/paper.yaml: {summary}); the time per epoch is "
+                     "estimated after the first steps. --config cpu is the 2-core-CPU recipe")
+
+
+def describe(cfg: Config) -> str:
+    """``"stem 79, width 0.125, 2 epochs of at most 4 steps, batch 8, rmsprop_tf"``: a run's size in a line."""
+    t = cfg.train
+    steps = f" of at most {t.max_steps_per_epoch} steps" if t.max_steps_per_epoch else ""
+    return (f"stem {cfg.model.stem}, width {cfg.model.width:g}, {t.epochs} epochs{steps}, batch {t.batch_size}, "
+            f"{cfg.optim.name}")
 def read_yaml(path: Path, *, complete: bool = False) -> dict[str, Any]:
     """A config file's mapping; unreadable, malformed or non-UTF-8 files (and, with ``complete``, files that
     lack any key of a resolved config) are a :class:`ConfigError` naming the file and the place."""
@@ -395,6 +328,7 @@ def load_config(config: str | Path | None = None, overrides: list[str] | tuple[s
         path = preset_path(config)
         source = str(path)
         raw = read_yaml(path, complete=complete)
+        _refuse_bench_preset(raw, source)
         Config.from_dict(raw, source=source)  # report YAML mistakes against the file, not the flags
     raw = apply_overrides(raw, list(overrides))
     flags = bool(overrides)

@@ -17,7 +17,7 @@ def test_help_lists_commands() -> None:
 def test_info_json_matches_design() -> None:
     result = CliRunner().invoke(main, ["info", "--width", "0.25", "--json"])
     assert result.exit_code == 0, result.output
-    rows = {r["stem"]: r for r in json.loads(result.output)}
+    rows = {r["stem"]: r for r in json.loads(result.stdout)}  # the "measuring" note goes to stderr
     assert set(rows) == {79, 151, 299}
     assert [rows[s]["grid_mixed_5b"] for s in (299, 151, 79)] == [35, 35, 36]
     assert all(rows[s]["grid_mixed_7c"] == 8 for s in rows)

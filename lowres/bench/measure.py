@@ -2,15 +2,17 @@
 
 Parameters and FLOPs come from :mod:`lowres.models.profile` at the variant's actual model input (so
 naive-79 shows the 299 network's cost at 79 px, upsample-79 the cost at 299). Images/s are measured in
-one process for all variants with the same batch, after warm-up, in interleaved rounds (the reported
-rate is the fastest round, timeit's rule: the least disturbed run is the best estimate of what the machine can
-do), so a busy moment on a shared machine does not land on one variant alone. They time the model's forward
-pass only: no data loading, no crop upsampling.
+one process for all variants with the same batch, after warm-up, in interleaved rounds, so a busy moment on
+a shared machine does not land on one variant alone. The reported rate is the median round with the range of
+all rounds beside it: on a loaded machine the fastest round alone varied up to 10x between renders of the same
+runs, and only the spread says whether two variants' speeds can be told apart (:func:`speeds_differ`). They
+time the model's forward pass only: no data loading, no crop upsampling.
 """
 from __future__ import annotations
 
+import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -20,7 +22,7 @@ from ..training.distributed import resolve_device
 from ..training.recipe import autocast
 from .variants import ThroughputSpec
 
-__all__ = ["build_bench_model", "profile_variant", "measure_throughput"]
+__all__ = ["build_bench_model", "profile_variant", "measure_throughput", "speeds_differ"]
 
 
 def build_bench_model(cfg: Config, num_classes: int) -> nn.Module:
@@ -58,11 +60,23 @@ def _images_per_s(model: nn.Module, x: torch.Tensor, *, warmup: int, iters: int,
     return iters * x.shape[0] / max(time.perf_counter() - start, 1e-9)
 
 
-def measure_throughput(variants: dict[str, tuple[Config, int, int]], spec: ThroughputSpec) -> dict[str, Any]:
+def speeds_differ(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two measured speeds can be told apart: their ranges over rounds do not overlap (and there were
+    at least two rounds each; one round has no spread to judge by)."""
+    ra, rb = a.get("rounds") or [], b.get("rounds") or []
+    if len(ra) < 2 or len(rb) < 2:
+        return False
+    return max(ra) < min(rb) or max(rb) < min(ra)
+
+
+def measure_throughput(variants: dict[str, tuple[Config, int, int]], spec: ThroughputSpec,
+                       log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Inference images/s per variant: ``variants`` maps name -> (config, num_classes, input side).
 
-    Device, precision, channels_last and threads are the configs' (the same for every variant).
-    Returns ``{name: {"images_per_s": fastest round, "rounds": [...], "batch": B, ...}}``.
+    Device, precision, channels_last and threads are the configs' (the same for every variant). ``log`` hears
+    of each finished round (the measurement takes a while on a CPU, and silence looks like a hang).
+    Returns ``{name: {"images_per_s": median round, "spread": [slowest, fastest], "rounds": [...], "batch": B,
+    ...}}``.
     """
     prepared = {}
     for name, (cfg, num_classes, size) in variants.items():
@@ -76,9 +90,13 @@ def measure_throughput(variants: dict[str, tuple[Config, int, int]], spec: Throu
     for model, x, precision in prepared.values():  # first calls build kernels (oneDNN, cuDNN): keep them untimed
         _images_per_s(model, x, warmup=max(spec.warmup, 1), iters=1, precision=precision)
     rounds: dict[str, list[float]] = {name: [] for name in prepared}
-    for _ in range(spec.rounds):
+    for k in range(spec.rounds):
         for name, (model, x, precision) in prepared.items():
             rounds[name].append(_images_per_s(model, x, warmup=spec.warmup, iters=spec.iters, precision=precision))
-    return {name: {"images_per_s": max(values), "rounds": values, "batch": spec.batch,
+        if log is not None:
+            log(f"  speed round {k + 1}/{spec.rounds}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rounds.items())
+                + " images/s")
+    return {name: {"images_per_s": statistics.median(values), "spread": [min(values), max(values)],
+                   "rounds": values, "batch": spec.batch,
                    "device": str(prepared[name][1].device), "precision": prepared[name][2]}
             for name, values in rounds.items()}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["reading", "pct", "pts"]
+__all__ = ["reading", "pct", "pts", "floor", "leaders"]
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -66,6 +66,19 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def leaders(values: dict[str, float | None]) -> list[str]:
+    """The names holding the highest value: several in a tie, none when that value is 0 (nobody won anything)."""
+    known = {n: v for n, v in values.items() if v is not None}
+    if not known:
+        return []
+    top = max(known.values())
+    return [] if top <= 0 else [n for n, v in known.items() if v == top]
+
+
+def _named(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _order_sentence(rows: dict[str, dict[str, Any]]) -> str | None:
     stems = [n for n in ("299", "151", "79") if n in rows]
     if len(stems) < 2:
@@ -81,41 +94,74 @@ def _order_sentence(rows: dict[str, dict[str, Any]]) -> str | None:
 
 
 def _small_sentence(rows: dict[str, dict[str, Any]]) -> str | None:
-    cells = {n: r["size_buckets"]["small"] for n, r in rows.items() if r["size_buckets"]["small"]["top1"] is not None}
+    cells = {n: r["size_buckets"]["small"] for n, r in rows.items()
+             if r["size_buckets"].get("small", {}).get("top1") is not None}
     if not cells:
         return None
-    best = max(cells, key=lambda n: cells[n]["top1"])
+    top = leaders({n: c["top1"] for n, c in cells.items()})
     parts = ", ".join(f"{n} {100 * c['top1']:.1f}%" for n, c in cells.items())
-    return (f"On small objects (area < 32^2, {next(iter(cells.values()))['count']} crops): {parts}; best: {best}. "
+    verdict = ("no variant got any small crop right" if not top else f"highest: {top[0]}" if len(top) == 1
+               else f"a tie at the top between {_named(top)}")
+    return (f"On small objects (area < 32^2, {next(iter(cells.values()))['count']} crops): {parts}; {verdict}. "
             "The paper reports no per-size numbers; small buckets are small samples, read them with care.")
+
+
+def _speed_ratio(name: str, r: dict[str, Any], base: dict[str, Any]) -> str:
+    """A speed ratio only where the two ranges over rounds do not overlap (else: cannot be told apart)."""
+    from .measure import speeds_differ
+
+    a = {"rounds": r.get("images_per_s_rounds")}
+    b = {"rounds": base.get("images_per_s_rounds")}
+    if speeds_differ(a, b):
+        return f"{r['images_per_s'] / base['images_per_s']:.2f}x the images/s"
+    return "images/s not distinguishable from 299's (the ranges of the rounds overlap)"
 
 
 def _cost_sentence(rows: dict[str, dict[str, Any]]) -> str | None:
     if "299" not in rows:
         return None
     base = rows["299"]
-    parts = [f"{n} {r['gflops'] / base['gflops']:.2f}x the FLOPs and {r['images_per_s'] / base['images_per_s']:.2f}x "
-             "the images/s" for n, r in rows.items() if n != "299"]
-    return (f"Cost relative to 299 ({base['gflops']:.3f} GFLOPs, {base['images_per_s']:.0f} images/s here): "
+    parts = [f"{n} {r['gflops'] / base['gflops']:.2f}x the FLOPs, {_speed_ratio(n, r, base)}"
+             for n, r in rows.items() if n != "299"]
+    lo, hi = base.get("images_per_s_spread") or [base["images_per_s"]] * 2
+    return (f"Cost relative to 299 ({base['gflops']:.3f} GFLOPs; {base['images_per_s']:.0f} images/s here, median of "
+            f"{len(base.get('images_per_s_rounds') or [])} rounds, range {lo:.0f}-{hi:.0f}): "
             + "; ".join(parts) + ".") if parts else None
 
 
-def _baseline_sentence(report: dict[str, Any]) -> str | None:
-    """The score of always answering the most frequent class: the floor every top-1 must be read against."""
+def floor(report: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"name", "share"}``: always answering the most frequent validation class scores ``share`` top-1."""
     runs = next(iter(report.get("runs", {}).values()), None)
     per_class = runs[0]["metrics"].get("per_class") if runs else None
-    if not per_class:
-        return None
-    total = sum(c["count"] for c in per_class)
-    top = max(per_class, key=lambda c: c["count"])
+    total = sum(c["count"] for c in per_class) if per_class else 0
     if not total:
         return None
-    share = top["count"] / total
-    best = max(report["rows"], key=lambda r: r["top1"] or 0.0)
-    return (f"Floor: the most frequent class, '{top['name']}', is {pct(share)}% of the validation crops, so always "
-            f"answering it scores {pct(share)}% top-1; the best variant ({best['variant']}, {pct(best['top1'])}%) is "
-            f"{(best['top1'] - share) * 100:+.1f} points above that floor, and balanced accuracy (mean per-class "
-            "accuracy) shows how much of the rest the networks learned.")
+    top = max(per_class, key=lambda c: c["count"])
+    return {"name": top["name"], "share": top["count"] / total}
+
+
+def _baseline_sentence(report: dict[str, Any]) -> str | None:
+    """The floor every top-1 must be read against, and where the best variant(s) stand relative to it."""
+    f = floor(report)
+    if f is None:
+        return None
+    share = f["share"]
+    head = (f"Floor: the most frequent class, '{f['name']}', is {pct(share)}% of the validation crops, so always "
+            f"answering it scores {pct(share)}% top-1; ")
+    top = leaders({r["variant"]: r["top1"] for r in report["rows"]})
+    if not top:
+        return head + "no variant got a single validation crop right (0.0% top-1), so nothing was learned."
+    best = next(r["top1"] for r in report["rows"] if r["variant"] == top[0])
+    who = (f"the best variant ({top[0]}, {pct(best)}%)" if len(top) == 1
+           else f"the best variants ({_named(top)}, tied at {pct(best)}%)")
+    gap = (best - share) * 100
+    where = (f"is {gap:.1f} points above that floor" if gap >= 0.05 else
+             f"is {-gap:.1f} points below that floor: worse than always answering '{f['name']}'" if gap <= -0.05
+             else "is at that floor")
+    if len(top) > 1:
+        where = where.replace("is ", "are ", 1)
+    return (head + f"{who} {where}; balanced accuracy (mean per-class accuracy) shows how much of the rest the "
+            "networks learned.")
 
 
 def reading(report: dict[str, Any]) -> list[str]:

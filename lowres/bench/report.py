@@ -11,6 +11,7 @@ Crops of one image are correlated, so both intervals are somewhat optimistic.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 from .._atomic import atomic_path, json_line
 from ..config import Config
 from ..metrics import SIZE_BUCKETS, bootstrap_ci
-from .reading import pct, pts, reading
+from .reading import floor, pct, pts, reading
 from .variants import PAPER_TABLE2, VARIANTS, BenchSpec
 
 __all__ = ["seed_summary", "paired_difference", "build_report", "render_markdown", "write_report",
@@ -81,9 +82,17 @@ def _mean(values: list[Any]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def bucket_names(report: dict[str, Any]) -> list[str]:
+    """The buckets the rows are broken down by (COCO size buckets today; whatever ``size_buckets`` holds),
+    in the order of the first row, keeping only those with crops."""
+    rows = report["rows"]
+    return [b for b, cell in rows[0]["size_buckets"].items() if cell.get("count")] if rows else []
+
+
 def _buckets(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    names = [*SIZE_BUCKETS, *(b for b in runs[0]["metrics"]["size_buckets"] if b not in SIZE_BUCKETS)]
     out = {}
-    for b in SIZE_BUCKETS:
+    for b in names:
         cells = [r["metrics"]["size_buckets"].get(b, {}) for r in runs]
         out[b] = {"count": int(cells[0].get("count", 0)), "top1": _mean([c.get("top1") for c in cells])}
     return out
@@ -118,6 +127,7 @@ def _row(name: str, runs: list[dict[str, Any]], cost: dict[str, Any], correct: n
         "balanced_accuracy": _mean([r["metrics"]["balanced_accuracy"] for r in runs]),
         "size_buckets": _buckets(runs), "per_class": _per_class(runs),
         "params": cost["params"], "gflops": cost["gflops"], "images_per_s": cost["images_per_s"],
+        "images_per_s_spread": cost.get("spread") or [min(cost["rounds"]), max(cost["rounds"])],
         "images_per_s_rounds": cost["rounds"], "throughput_batch": cost["batch"],
         "train_seconds": _mean([r["train_seconds"] for r in runs]),
         "train_seconds_per_seed": [r["train_seconds"] for r in runs],
@@ -141,7 +151,7 @@ def _contrasts(rows: dict[str, dict[str, Any]], matrices: dict[str, np.ndarray],
 
 def build_report(spec: BenchSpec, results: dict[str, list[dict[str, Any]]], costs: dict[str, dict[str, Any]], *,
                  configs: dict[str, Config], data: str | None, command: str | None, environment: dict[str, Any],
-                 bench_seconds: float) -> dict[str, Any]:
+                 wall_times: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything report.json holds: settings, rows, contrasts, the reading, resolved configs, environment."""
     keys = _common_keys(results)
     matrices = {name: _correct_matrix(runs, keys) for name, runs in results.items()}
@@ -157,14 +167,17 @@ def build_report(spec: BenchSpec, results: dict[str, list[dict[str, Any]]], cost
                  "train_split": shared.data.train_split, "val_split": shared.data.val_split,
                  "boxes": shared.data.boxes, "num_train": first["num_train"], "num_val": len(keys),
                  "num_classes": first["num_classes"]},
-        "environment": environment, "bench_seconds": bench_seconds,
+        "environment": environment, "bench_seconds": float(sum(w["seconds"] for w in wall_times)),
+        "wall_times": wall_times,
         "paper_table2": {str(k): v / 100.0 for k, v in PAPER_TABLE2.items()},
         "rows": [rows[name] for name in spec.variants],
         "contrasts": _contrasts(rows, matrices, shared),
         "configs": {name: cfg.to_dict() for name, cfg in configs.items()},
         "runs": {name: [{k: r[k] for k in ("seed", "run_dir", "metrics", "history", "train_seconds", "epochs",
-                                           "steps", "weights")} for r in runs] for name, runs in results.items()},
+                                           "steps", "weights", "curves") if k in r} for r in runs]
+                 for name, runs in results.items()},
     }
+    report["floor"] = floor(report)
     report["reading"] = reading(report)
     return report
 
@@ -187,17 +200,22 @@ def _bucket_cell(r: dict[str, Any], bucket: str) -> str:
     return f"{pct(cell['top1'])} ({cell['count']})"
 
 
+def _speed_cell(r: dict[str, Any]) -> str:
+    lo, hi = r.get("images_per_s_spread") or [r["images_per_s"]] * 2
+    return f"{r['images_per_s']:.0f} [{lo:.0f}–{hi:.0f}]"
+
+
 def _table(report: dict[str, Any]) -> list[str]:
-    buckets = SIZE_BUCKETS if has_size_buckets(report) else ()
+    buckets = bucket_names(report)
     head = ["variant", "network", "crop → input", "top-1 % [95% CI]", "paper top-1 %", "top-5 %", "balanced %",
-            *(f"{b} % (n)" for b in buckets), "params", "GFLOPs", "images/s", "train time"]
+            *(f"{b} % (n)" for b in buckets), "params", "GFLOPs", "images/s [range]", "train time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["rows"]:
         network = f"{r['stem']} stem" + ("" if r["aux_logits"] else ", no aux head")
         size = f"{r['crop']} → {r['input']}" if r["upsample_to"] else f"{r['crop']}"
         cells = [f"`{r['variant']}`", network, size, _top1_cell(r), pct(r["paper_top1"]) if r["paper_top1"] else "—",
                  pct(r["top5"]), pct(r["balanced_accuracy"]), *(_bucket_cell(r, b) for b in buckets),
-                 f"{r['params'] / 1e6:.2f} M", f"{r['gflops']:.3f}", f"{r['images_per_s']:.0f}",
+                 f"{r['params'] / 1e6:.2f} M", f"{r['gflops']:.3f}", _speed_cell(r),
                  _duration(r["train_seconds"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -225,14 +243,50 @@ def _contrast_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def display_path(path: str | None) -> str | None:
+    """``path`` relative to the working directory when that is shorter (report.md is read beside the command
+    that made it, so machine-specific absolute paths only where nothing shorter says the same)."""
+    if not path:
+        return path
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return rel if len(rel) < len(path) else path
+
+
+def _caps(cfg: dict[str, Any]) -> str:
+    """The limits a smoke or CPU preset puts on the paper's recipe: they change what a number means."""
+    t, d = cfg["train"], cfg["data"]
+    caps = [f"at most {t['max_steps_per_epoch']} steps per epoch" if t.get("max_steps_per_epoch") else None,
+            f"the first {d['max_train']} training crops (data.max_train)" if d.get("max_train") else None,
+            f"the first {d['max_val']} validation crops (data.max_val)" if d.get("max_val") else None]
+    caps = [c for c in caps if c]
+    return f"; capped: {', '.join(caps)}" if caps else "; no step or data caps"
+
+
+def _wall_time(report: dict[str, Any]) -> str:
+    times = report.get("wall_times") or [{"seconds": report["bench_seconds"], "trained": None}]
+    if len(times) == 1:
+        return f"whole bench {_duration(times[0]['seconds'])}"
+
+    def one(w: dict[str, Any]) -> str:
+        what = ("runs trained: unknown" if w["trained"] is None else "every run reused" if w["trained"] == 0
+                else f"{w['trained']} run(s) trained")
+        return f"{_duration(w['seconds'])} ({what})"
+
+    return (f"wall time {_duration(report['bench_seconds'])} over {len(times)} invocations on this folder: "
+            + ", then ".join(one(w) for w in times))
+
+
 def _settings(report: dict[str, Any]) -> list[str]:
     p, d, env = report["preset"], report["data"], report["environment"]
     cfg = report["configs"][p["variants"][0]]
     o, s, t = cfg["optim"], cfg["schedule"], cfg["train"]
-    data = "the generated synthetic set" if d["synthetic"] else f"`{d['path']}`"
+    data = "the generated synthetic set" if d["synthetic"] else f"`{display_path(d['path'])}`"
     dirty = " (working tree modified)" if env.get("dirty") else ""
     return [
-        f"- **Preset** `{p['name']}` ({p['source']}); **data** {data}: train on `{d['train_split']}` "
+        f"- **Preset** `{p['name']}` ({display_path(p['source'])}); **data** {data}: train on `{d['train_split']}` "
         f"({d['num_train']:,} {d['boxes']} crops), report on `{d['val_split']}` ({d['num_val']:,} crops), "
         f"{d['num_classes']} classes.",
         f"- **Network** width {cfg['model']['width']:g} (min depth {cfg['model']['min_depth']}), dropout "
@@ -240,10 +294,11 @@ def _settings(report: dict[str, Any]) -> list[str]:
         f"- **Recipe** (the same for every variant) {o['name']} lr {o['lr']:g}, weight decay {o['weight_decay']:g}, "
         f"{s['name']} schedule (warm-up {s['warmup_epochs']:g} epochs), {t['epochs']} epochs of batch "
         f"{t['batch_size']}, label smoothing {t['label_smoothing']:g}, EMA {t['ema_decay'] if t['ema'] else 'off'}, "
-        f"{t['precision']}{', channels_last' if cfg['model']['channels_last'] else ''}; seeds {p['seed_values']}.",
+        f"{t['precision']}{', channels_last' if cfg['model']['channels_last'] else ''}{_caps(cfg)}; "
+        f"seeds {p['seed_values']}.",
         f"- **Command** `{report['command']}`",
         f"- **Commit** `{env['commit']}`{dirty}; torch {env['torch']} on {env['device']} ({env['device_name']}, "
-        f"{env['torch_threads']} threads); whole bench {_duration(report['bench_seconds'])} this invocation.",
+        f"{env['torch_threads']} threads); {_wall_time(report)}.",
     ]
 
 
@@ -266,7 +321,8 @@ def render_markdown(report: dict[str, Any]) -> str:
              "- *small / medium / large* (COCO crops): top-1 per COCO size bucket (object area < 32², < 96², larger) "
              "with counts; ImageNet-layout data has no size buckets and is broken down per class instead.",
              "- *GFLOPs*: one forward pass at the variant's model input (multiply-add = 2). *images/s*: inference "
-             "on this machine, model forward only, same batch for all, fastest of interleaved rounds after warm-up. "
+             "on this machine, model forward only, same batch for all, the median of interleaved rounds after "
+             "warm-up with the range of the rounds; where two ranges overlap the speeds cannot be told apart. "
              "*train time*: the epochs' wall time including each epoch's validation pass.",
              "- `naive-79` cannot use the auxiliary head (the 299 stem's head needs a 299 input), so it trains "
              "without it; every other setting is shared.", ""]

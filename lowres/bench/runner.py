@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Callable
 import yaml
 
 from .._atomic import atomic_write_json
+from ..provenance import git_state
 from ..config import Config
 from ..training import checkpoint as ckpt
 from ..training.data import load_split_data, resolve_data_dir
@@ -42,7 +42,7 @@ Log = Callable[[str], None]
 
 # Keys that change where or how fast a run goes, not what it learns: a finished run is reused across them.
 RUNTIME_KEYS = frozenset({"data.cache_dir", "data.num_workers", "train.threads", "train.device",
-                          "train.checkpoint_every"})
+                          "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.tensorboard"})
 
 
 class BenchError(RuntimeError):
@@ -130,7 +130,7 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Log = _stderr) -> dict[str, An
 
 
 def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: bool = True,
-                log: Log = _stderr) -> dict[str, Any]:
+                log: Log = _stderr, command: str | None = None) -> dict[str, Any]:
     """Train (or resume, or reuse) one variant x seed in ``run_dir`` and return its result dict."""
     result_path = run_dir / "result.json"
     if result_path.is_file():
@@ -142,7 +142,7 @@ def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: b
     if saved.is_file():
         _check_same_config(run_dir, yaml.safe_load(saved.read_text(encoding="utf-8")), cfg, "training run")
     resumed = (run_dir / "last.pt").is_file()
-    summary = train(cfg, run_dir, resume=True, progress=progress, log=log)
+    summary = train(cfg, run_dir, resume=True, progress=progress, log=log, command=command)
     result = evaluate_run(cfg, run_dir, log)
     history = _history(run_dir)
     result.update(variant=name, seed=seed, config=cfg.to_dict(), history=history, resumed=resumed,
@@ -151,21 +151,6 @@ def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: b
                   num_train=int(summary["num_train"]))
     atomic_write_json(result_path, result, indent=1)
     return {**result, "reused": False}
-
-
-def _git_commit() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
 
 
 def environment(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +162,7 @@ def environment(cfg: dict[str, Any]) -> dict[str, Any]:
                                                                              platform.machine())
     return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "device": str(device), "device_name": name, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), **_git_commit()}
+            "torch_threads": torch.get_num_threads(), **git_state()}
 
 
 def _costs(spec: BenchSpec, configs: dict[str, Config], results: dict[str, list[dict[str, Any]]],
@@ -186,8 +171,21 @@ def _costs(spec: BenchSpec, configs: dict[str, Config], results: dict[str, list[
         f"(batch {spec.throughput.batch}, {spec.throughput.rounds} interleaved rounds)")
     jobs = {name: (cfg, int(results[name][0]["num_classes"]), VARIANTS[name].input_size)
             for name, cfg in configs.items()}
-    speed = measure_throughput(jobs, spec.throughput)
+    speed = measure_throughput(jobs, spec.throughput, log=log)
     return {name: {**profile_variant(cfg, n, size), **speed[name]} for name, (cfg, n, size) in jobs.items()}
+
+
+def _wall_times(out: Path, seconds: float, results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every invocation's wall time on this report folder, this one last: a re-render (all runs reused) must not
+    replace the time the bench took to train with its own few seconds."""
+    previous: list[dict[str, Any]] = []
+    try:
+        old = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        previous = old.get("wall_times") or [{"seconds": float(old["bench_seconds"]), "trained": None}]
+    except (OSError, ValueError, KeyError, TypeError):
+        previous = []  # no earlier report (or an unreadable one): this invocation is the first on record
+    trained = sum(not r.get("reused") for runs in results.values() for r in runs)
+    return [*previous, {"seconds": seconds, "trained": trained}]
 
 
 def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None = None, command: str | None = None,
@@ -197,7 +195,7 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
     ``data``: a coco-mini-layout folder (train on ``data.train_split``, report on ``data.val_split``);
     None = the generated synthetic set (printed as a note). Returns the report dict (report.json).
     """
-    from .plots import write_plots
+    from .plots import run_curves, write_plots
     from .report import build_report, write_report
 
     out = Path(out_dir)
@@ -219,10 +217,14 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
             log(f"== {name}: {variant.note} (seed {seed})")
             results.setdefault(name, []).append(
                 run_variant(cfg, out / "runs" / name / f"seed{seed}", name=name, seed=seed, progress=progress,
-                            log=log))
+                            log=log, command=command))
+    for runs in results.values():
+        for r in runs:  # learning curves from what training wrote (scalars.csv), read afresh for reused runs too
+            r["curves"] = run_curves(r["run_dir"], r["history"])
     costs = _costs(spec, configs, results, log)
     report = build_report(spec, results, costs, configs=configs, data=data, command=command,
-                          environment=environment(spec.config), bench_seconds=time.perf_counter() - start)
+                          environment=environment(spec.config),
+                          wall_times=_wall_times(out, time.perf_counter() - start, results))
     report["plots"] = write_plots(report, out)
     if not report["plots"]:
         log("note: matplotlib is not installed, so no plots were drawn (pip install 'lowres[report]')")

@@ -79,7 +79,7 @@ class ThroughputSpec:
     batch: int = 32  # images per forward pass
     warmup: int = 2  # untimed forward passes per variant, once before the rounds and again in each round
     iters: int = 5  # timed forward passes per variant per round
-    rounds: int = 3  # rounds over all variants; the fastest is reported (the least disturbed by other jobs)
+    rounds: int = 3  # rounds over all variants; the median is reported with the range of the rounds
 
 
 @dataclass

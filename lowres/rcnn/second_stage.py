@@ -22,9 +22,9 @@ from detection_bridge.records import CategoryMap
 
 from ..training.recipe import autocast
 from .crops import batch_images, check_boxes, check_images, context_regions, iter_roi_crops
-from .fusion import FUSIONS, LabelSpace, fuse
+from .fusion import Fusion, LabelSpace, fuse_with
 
-__all__ = ["SecondStage", "bf16_supported", "resolve_precision", "PRECISIONS"]
+__all__ = ["SecondStage", "as_fusion", "bf16_supported", "resolve_precision", "PRECISIONS"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_CHUNK = 64  # crops per model call: 64 x 3 x 299 x 299 floats is 69 MB, and far less at 79
@@ -176,20 +176,24 @@ class SecondStage(nn.Module):
 
     # -- rescoring ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def rescore(self, images: Sequence[Tensor], detections: Sequence[Mapping[str, Tensor]], fusion: str = "product",
-                *, background_threshold: float | None = 0.5,
+    def rescore(self, images: Sequence[Tensor], detections: Sequence[Mapping[str, Tensor]],
+                fusion: str | Fusion = "product", *, background_threshold: float | None = 0.5,
+                max_area: float | str | None = None,
                 label_map: Mapping[int, int] | Sequence[int | None] | LabelSpace | None = None,
                 return_probs: bool = False) -> list[dict[str, Tensor]]:
         """Rescore torchvision-format detections (``boxes`` xyxy, ``labels``, ``scores`` per image).
 
-        Returns the same format, on each input's device and label space: fused ``labels``/``scores`` (rules
-        and background suppression: :mod:`lowres.rcnn.fusion`), sorted by the new score (descending, stable),
-        with suppressed detections removed from every per-detection entry (``masks``, ``keypoints``, ...; other
-        keys are copied). ``label_map`` maps detector labels to COCO category ids (default: they are
-        category ids). ``return_probs`` adds ``probs`` ``(N, C)`` in the classifier's label space.
+        ``fusion``: a rule name of :data:`~lowres.rcnn.fusion.FUSIONS` (with ``background_threshold`` and an
+        optional size gate ``max_area``: ``small``, ``medium`` or square pixels), or a :class:`Fusion`, e.g.
+        the one ``lowres rescore --fusion auto`` fitted (:meth:`Fusion.load`) or
+        :func:`lowres.rcnn.calibrate.calibrate_file` returns. Returns the same format, on each input's device
+        and label space: fused ``labels``/``scores`` (:mod:`lowres.rcnn.fusion`), sorted by the new score
+        (descending, stable), with suppressed detections removed from every per-detection entry (``masks``,
+        ``keypoints``, ...; other keys are copied). ``label_map`` maps detector labels to COCO category ids
+        (default: they are category ids). ``return_probs`` adds ``probs`` ``(N, C)`` in the classifier's
+        label space.
         """
-        if fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion rule {fusion!r}; choose one of {FUSIONS}")
+        fusion = as_fusion(fusion, background_threshold, max_area)
         if len(images) != len(detections):
             raise ValueError(f"got {len(images)} images but {len(detections)} detection dicts")
         space = label_map if isinstance(label_map, LabelSpace) else LabelSpace(self.category_map, label_map)
@@ -198,21 +202,26 @@ class SecondStage(nn.Module):
         det_labels = [space.to_classifier(_field(d, "labels", i), f"detections[{i}]")
                       for i, d in enumerate(detections)]
         probs = self.classify(images, [_field(d, "boxes", i) for i, d in enumerate(detections)])
-        return [self._fuse_one(d, p, lab, fusion, space, background_threshold, return_probs)
+        return [self._fuse_one(d, p, lab, fusion, space, return_probs)
                 for d, p, lab in zip(detections, probs, det_labels)]
 
-    def _fuse_one(self, det: Mapping[str, Tensor], probs: Tensor, det_labels: Tensor, fusion: str,
-                  space: LabelSpace, background_threshold: float | None, return_probs: bool) -> dict[str, Tensor]:
+    def _fuse_one(self, det: Mapping[str, Tensor], probs: Tensor, det_labels: Tensor, fusion: Fusion,
+                  space: LabelSpace, return_probs: bool) -> dict[str, Tensor]:
         scores_in = det["scores"]
         n = len(scores_in)
-        labels, scores, keep = fuse(probs, scores_in, det_labels.to(probs.device), fusion,
-                                    background_label=self.category_map.background_label,
-                                    background_threshold=background_threshold, candidates=space.candidates)
+        boxes = det["boxes"].to(probs.device, torch.float64).reshape(-1, 4)
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        det_labels = det_labels.to(probs.device)
+        labels, scores, keep = fuse_with(fusion, probs, scores_in, det_labels,
+                                         background_label=self.category_map.background_label,
+                                         candidates=space.candidates, areas=areas)
         order = keep.nonzero()[:, 0]
         order = order[torch.sort(scores[order], descending=True, stable=True).indices]
         label_device = det["labels"].device
-        out_labels = (det["labels"].to(torch.int64)[order.to(label_device)] if fusion == "product"
-                      else space.to_detector(labels[order]).to(label_device))  # only kept ones need a detector label
+        out_labels = det["labels"].to(torch.int64)[order.to(label_device)]
+        changed = (labels[order] != det_labels[order]).to(label_device)
+        if changed.any():  # relabelled boxes only: the others keep the detector's own label
+            out_labels[changed] = space.to_detector(labels[order][changed.to(labels.device)]).to(label_device)
         out: dict[str, Tensor] = {}
         for key, value in det.items():
             per_detection = isinstance(value, Tensor) and value.dim() > 0 and len(value) == n
@@ -222,6 +231,20 @@ class SecondStage(nn.Module):
         if return_probs:
             out["probs"] = probs[order]
         return out
+
+
+def as_fusion(fusion: str | Fusion, background_threshold: float | None = 0.5,
+              max_area: float | str | None = None) -> Fusion:
+    """A :class:`Fusion` from a rule name (with its threshold and gate) or a fitted one (given as is)."""
+    if isinstance(fusion, Fusion):
+        if max_area is not None:
+            raise ValueError("max_area applies to a named rule; a Fusion carries its own size bands")
+        return fusion
+    if fusion == "auto":
+        raise ValueError("fusion='auto' is fitted on a calibration split: pass the fitted Fusion "
+                         "(lowres.rcnn.calibrate.calibrate_file(...), or Fusion.load(the JSON lowres rescore "
+                         "--fusion auto wrote beside the checkpoint))")
+    return Fusion.rule(fusion, background_threshold=background_threshold, max_area=max_area)
 
 
 def _field(det: Mapping[str, Tensor], key: str, i: int) -> Tensor:

@@ -25,7 +25,8 @@ import torch
 
 from .._atomic import atomic_write_bytes
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state",
+__all__ = ["CheckpointError", "save_checkpoint", "save_periodic", "load_checkpoint", "capture_rng_state",
+           "restore_rng_state",
            "check_compatible", "state_checksum", "require_category_map", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 2  # 2: with a checksum
@@ -83,6 +84,20 @@ def _read(path: Path, map_location: str | torch.device) -> Any:
     except Exception as exc:  # damaged archive, or foreign content weights_only refuses
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is corrupted or not a lowres checkpoint: {detail[:300]}") from None
+
+
+def save_periodic(state: dict[str, Any], out_dir: str | Path, epoch: int, *, keep: int) -> Path | None:
+    """Write ``out_dir/checkpoints/epoch_{epoch:04d}.pt`` and delete all but the newest ``keep`` of them
+    (detectron2's ``PeriodicCheckpointer(max_to_keep)``): a history to go back to without filling the disk.
+    ``keep=0`` writes none (and removes none: old files from another setting stay)."""
+    if keep <= 0:
+        return None
+    folder = Path(out_dir) / "checkpoints"
+    path = save_checkpoint(state, folder / f"epoch_{epoch:04d}.pt")
+    periodic = sorted(folder.glob("epoch_*.pt"))
+    for old in periodic[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -41,11 +41,9 @@ def default_cache_root(cfg: Config) -> Path:
 def resolve_data_dir(cfg: Config, *, env: DistEnv, log: Callable[[str], None]) -> Path:
     """``data.path``, or the synthetic set generated once into the cache (rank 0 writes, others wait)."""
     if cfg.data.path is not None:
-        from detection_bridge.imagefolder import detect_layout
+        from detection_bridge.layout import check_data_dir
 
-        path = Path(cfg.data.path).expanduser()
-        detect_layout(path)  # a clear error naming both layouts when it is neither
-        return path
+        return check_data_dir(cfg.data.path)
     from detection_bridge import synthetic
 
     out = default_cache_root(cfg) / f"synthetic-seed{cfg.data.synthetic_seed}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -20,14 +20,20 @@ from .recipe import EpochLR, ModelEma, autocast, clip_gradients, inception_loss
 __all__ = ["EpochTotals", "StepInfo", "TrainingDiverged", "train_one_epoch", "predict"]
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients became NaN or infinite: continuing would only spread NaN into the weights."""
+
+
 @dataclass
 class EpochTotals:
     """Running sums of one epoch; part of a mid-epoch checkpoint so resumed epochs report whole-epoch numbers.
 
-    Each step's loss sum and correct count stay on the device (:meth:`add_step`) until :meth:`sync` reads
-    them all in one transfer (every ``log_every`` steps, and before any number is used): reading them every
-    step would wait for the device each step. ``sync`` adds the per-step values one by one, in step order,
-    so the sums are bit-for-bit those of a per-step read wherever the syncs fall (exact resume).
+    Each step's loss, correct count and gradient norm stay on the device (:meth:`add_step`) until :meth:`sync`
+    reads them all in one transfer (every ``log_every`` steps, and before any number is used or any checkpoint
+    is written): reading them every step would make the host wait for the device every step. ``sync`` adds
+    the per-step values one by one, in step order, so the sums are bit-for-bit those of a per-step read
+    wherever the syncs fall (exact resume), and it stops training at the first non-finite loss or gradient
+    norm, naming its step: the weights that step spoilt are never written, so the last checkpoint is good.
     """
 
     steps: int = 0
@@ -35,31 +41,46 @@ class EpochTotals:
     loss_sum: float = 0.0
     correct: int = 0
     seconds: float = 0.0
+    last_loss: float | None = None  # the newest synced batch loss (progress lines)
     _pending: list = field(default_factory=list, repr=False, compare=False)
+    _pending_meta: list = field(default_factory=list, repr=False, compare=False)
 
-    def add_step(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
-        """Count one step of ``n`` samples; ``loss`` (batch mean) and ``correct`` stay where they are."""
+    def add_step(self, loss: torch.Tensor, correct: torch.Tensor, n: int, *, step: int = 0, lr: float = 0.0,
+                 grad_norm: torch.Tensor | None = None) -> None:
+        """Count one step of ``n`` samples; ``loss`` (batch mean), ``correct`` and ``grad_norm`` stay where
+        they are. ``step`` and ``lr`` only name the step if its numbers turn out non-finite."""
         self.steps += 1
         self.count += n
-        self._pending.append(torch.stack([loss.detach().double() * n, correct.double()]))
+        loss = loss.detach().double()
+        norm = torch.zeros_like(loss) if grad_norm is None else grad_norm.detach().double().to(loss.device)
+        self._pending.append(torch.stack([loss * n, correct.double(), loss, norm]))
+        self._pending_meta.append((step, lr))
 
     def sync(self) -> None:
-        """Fold the pending per-step values into the Python sums (one device-to-host copy)."""
+        """Fold the pending per-step values into the Python sums (one device-to-host copy); raise
+        :class:`TrainingDiverged` at the first step whose loss or gradient norm is not finite."""
         if not self._pending:
             return
         values = torch.stack(self._pending).cpu().tolist()
-        self._pending.clear()
-        for loss_sum, correct in values:
+        meta, self._pending, self._pending_meta = self._pending_meta, [], []
+        for (loss_sum, correct, loss, norm), (step, lr) in zip(values, meta):
+            for what, value in (("loss", loss), ("gradient norm", norm)):
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"training diverged: the {what} is {value} at optimiser step {step} (lr {lr:.3g}); the last "
+                        "checkpoint written before it is kept. Lower optim.lr, keep optim.clip_grad_norm on, or "
+                        "check the data")
             self.loss_sum += loss_sum
             self.correct += int(correct)
+            self.last_loss = loss
 
     def to_dict(self) -> dict[str, Any]:
         self.sync()
-        return {k: v for k, v in asdict(self).items() if k != "_pending"}
+        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EpochTotals":
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
     @property
     def loss(self) -> float:
@@ -78,22 +99,9 @@ class StepInfo:
 
     step: int  # global optimiser steps done
     step_in_epoch: int  # steps done in this epoch
-    loss: float  # this batch's loss (read every step by the finiteness check)
+    loss: float | None  # the batch loss on steps where the totals were synced (every log_every), else None
     lr: float  # lr used by this step
     images_per_s: float  # this process's throughput over the epoch so far
-    grad_norm: float | None
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradients became NaN or infinite: continuing would only spread NaN into the weights."""
-
-
-def _check_finite(what: str, value: float | None, step: int, lr: float) -> None:
-    """Stop before a non-finite loss or gradient reaches the weights (the optimiser step has not run)."""
-    if value is not None and not math.isfinite(value):
-        raise TrainingDiverged(f"training diverged: the {what} is {value} at optimiser step {step} (lr {lr:.3g}); "
-                               "the last checkpoint written before it is kept. Lower optim.lr, keep "
-                               "optim.clip_grad_norm on, or check the data")
 
 
 def _to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device,
@@ -111,12 +119,12 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
                     on_step: Callable[[EpochTotals, StepInfo], None] | None = None) -> EpochTotals:
     """Train until this epoch has done ``steps`` optimiser steps (counting those in ``totals`` from before a
     resume). Each batch: forward under autocast, label-smoothed loss + 0.4 aux, backward, clip, step,
-    lr schedule step, EMA update. The epoch's loss and accuracy sums are read from the device every
-    ``log_every`` steps (and at the epoch's end); ``on_step`` runs every step. Returns the totals (synced)."""
+    lr schedule step, EMA update. Loss, accuracy and gradient norm are read from the device on global steps
+    that are multiples of ``log_every``, on this call's first step and at the epoch's end (where a
+    non-finite one stops training); ``on_step`` runs every step. Returns the totals (synced)."""
     totals = totals or EpochTotals()
     model.train()
-    start = time.perf_counter()
-    seconds_before = totals.seconds
+    start, seconds_before, first = time.perf_counter(), totals.seconds, totals.steps + 1
     for batch in batches:
         if totals.steps >= steps:
             break
@@ -125,24 +133,23 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
         with autocast(device, precision):
             outputs = model(images)
         loss, logits = inception_loss(outputs, targets, label_smoothing=label_smoothing, aux_weight=aux_weight)
-        loss_value = float(loss.detach())
-        _check_finite("loss", loss_value, global_step + totals.steps + 1, lr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip_gradients(model.parameters(), clip_grad_norm, clip_mode)
-        _check_finite("gradient norm", grad_norm, global_step + totals.steps + 1, lr)
         optimizer.step()
         scheduler.step()
         if ema is not None:
             ema.update(model)
-        totals.add_step(loss, (logits.detach().argmax(dim=1) == targets).sum(), targets.shape[0])
-        if totals.steps % log_every == 0 or totals.steps >= steps:
-            totals.sync()
+        step = global_step + totals.steps + 1
+        totals.add_step(loss, (logits.detach().argmax(dim=1) == targets).sum(), targets.shape[0], step=step, lr=lr,
+                        grad_norm=grad_norm)
+        synced = step % log_every == 0 or totals.steps in (first, steps)  # the monitor's steps: first, every N
+        if synced:
+            totals.sync()  # raises TrainingDiverged at a non-finite step, before anything is written
         totals.seconds = seconds_before + time.perf_counter() - start
         if on_step is not None:
-            info = StepInfo(step=global_step + totals.steps, step_in_epoch=totals.steps, loss=loss_value, lr=lr,
-                            images_per_s=totals.count / max(totals.seconds, 1e-9), grad_norm=grad_norm)
-            on_step(totals, info)
+            on_step(totals, StepInfo(step=step, step_in_epoch=totals.steps, loss=totals.last_loss if synced else None,
+                                     lr=lr, images_per_s=totals.count / max(totals.seconds, 1e-9)))
     totals.sync()
     return totals
 

@@ -22,7 +22,8 @@ from .data import SplitData, eval_loader, load_split_data, resolve_data_dir
 from .distributed import DistEnv, all_gather_object, resolve_device
 from .engine import predict
 
-__all__ = ["evaluate_model", "evaluate_checkpoint", "load_model_from_checkpoint", "model_from_state"]
+__all__ = ["evaluate_model", "evaluate_checkpoint", "load_model_from_checkpoint", "model_from_state",
+           "checkpoint_data_path"]
 
 
 def evaluate_model(model: nn.Module, split: SplitData, cfg: Config, device: torch.device,
@@ -87,6 +88,32 @@ def _eval_config(state: dict[str, Any], *, data: str | None, boxes: str | None, 
                             source="checkpoint config with eval options")
 
 
+def checkpoint_data_path(state: dict[str, Any], checkpoint: str | Path, log: Callable[[str], None]) -> str | None:
+    """The training data folder of a checkpoint, for commands given no ``--data``; says that it uses it.
+
+    A relative ``data.path`` meant the folder relative to where training ran: it is tried from here, then as
+    the absolute path that the run's provenance recorded, then relative to the training's working directory.
+    None for a run on the synthetic set (its folder is regenerated on demand).
+    """
+    from detection_bridge.layout import check_data_dir
+
+    raw = state["config"]["data"].get("path")
+    if raw is None:
+        return None
+    records = state.get("provenance") or []
+    candidates = [Path(raw).expanduser()]
+    if not candidates[0].is_absolute() and records:
+        last = records[-1]
+        candidates += [Path(p) for p in (last.get("data", {}).get("path"),) if p]
+        candidates += [Path(last["cwd"]) / raw] if last.get("cwd") else []
+    found = next((c for c in candidates if c.is_dir()), candidates[0])
+    source = f"data.path {raw!r} taken from the checkpoint {checkpoint} (no --data given)"
+    check_data_dir(found, source=source)
+    log(f"note: no --data: using the checkpoint's training data {found.resolve()} "
+        f"(data.path {raw!r} in {checkpoint}); pass --data to choose another folder")
+    return str(found.resolve())
+
+
 def model_from_state(state: dict[str, Any], *, use_ema: bool = True, path: str | Path = "checkpoint"
                      ) -> tuple[nn.Module, str]:
     """Rebuild a checkpoint's model from its own config and load its weights (the EMA ones by default).
@@ -147,6 +174,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, spli
 
     log = log or (lambda message: None)
     state = ckpt.load_checkpoint(checkpoint)
+    if data is None:
+        data = checkpoint_data_path(state, checkpoint, log)
     ckpt.require_category_map(state, checkpoint)
     cfg = _eval_config(state, data=data, boxes=boxes, detections_file=detections_file, batch_size=batch_size,
                        device=device)

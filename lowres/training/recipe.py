@@ -279,21 +279,24 @@ def inception_loss(outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], ta
     return loss, logits
 
 
-def clip_gradients(params: Iterable[torch.Tensor], max_norm: float | None, mode: str = "global") -> float | None:
-    """Clip gradients at ``max_norm`` (paper section 8: 2.0) and return the global norm before clipping.
+def clip_gradients(params: Iterable[torch.Tensor], max_norm: float | None,
+                   mode: str = "global") -> torch.Tensor | None:
+    """Clip gradients at ``max_norm`` (paper section 8: 2.0); return the global norm before clipping.
 
     ``global`` clips the norm of all gradients together (torch's clip_grad_norm_); ``per_tensor`` clips each
-    gradient by its own norm, which is what TF-slim's ``clip_gradient_norm`` does.
+    gradient by its own norm, which is what TF-slim's ``clip_gradient_norm`` does. The norm stays a tensor on
+    the gradients' device: reading it here would wait for the device every step (the caller reads it with
+    the loss, every ``train.log_every`` steps).
     """
     params = [p for p in params if p.grad is not None]
     if max_norm is None or not params:
         return None
     if mode == "global":
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    norms = []
-    for p in params:
-        norms.append(torch.nn.utils.clip_grad_norm_([p], max_norm))
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad for p in params]
+    norms = torch._foreach_norm(grads)
+    torch._foreach_mul_(grads, [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms])  # clip_grad_norm_'s rule
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -29,6 +29,7 @@ from .distributed import (DistEnv, ResumableSampler, all_gather_object, all_redu
                           cleanup_distributed, setup_distributed, wrap_model)
 from .engine import EpochTotals, StepInfo, TrainingDiverged, train_one_epoch
 from .evaluate import evaluate_model, load_weights
+from .monitor import RunMonitor
 from .recipe import ModelEma, build_optimizer, build_scheduler
 
 __all__ = ["train", "build_model_from_config"]
@@ -95,9 +96,10 @@ def _check_finite_weights(module: nn.Module, step: int) -> None:
 class _Run:
     """The mutable state of one training run and the operations on it (kept small: see ``train``)."""
 
-    def __init__(self, cfg: Config, out_dir: Path, env: DistEnv, log: Log, progress: bool) -> None:
-        self.cfg, self.out_dir, self.env, self.log, self.progress = cfg, out_dir, env, log, progress
-        data_dir = resolve_data_dir(cfg, env=env, log=log)
+    def __init__(self, cfg: Config, out_dir: Path, env: DistEnv, monitor: RunMonitor, progress: bool) -> None:
+        self.cfg, self.out_dir, self.env, self.monitor, self.progress = cfg, out_dir, env, monitor, progress
+        self.log = log = monitor.log
+        self.data_dir = data_dir = resolve_data_dir(cfg, env=env, log=log)
         self.train_data = load_split_data(data_dir, cfg.data.train_split, cfg, train=True, env=env, log=log)
         self.val_data = load_split_data(data_dir, cfg.data.val_split, cfg, train=False, env=env, log=log,
                                         category_map=self.train_data.category_map)
@@ -120,6 +122,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.last_val: dict[str, Any] | None = None
         self.last_lr = self.optimizer.param_groups[0]["lr"]
+        self.provenance: list[dict[str, Any]] = []
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def state(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
@@ -132,18 +135,22 @@ class _Run:
                 "best_top1": self.best_top1, "best_epoch": self.best_epoch, "history": self.history,
                 "last_val": _plain(self.last_val), "config": self.cfg.to_dict(),
                 "category_map": self.train_data.category_map.to_dict(), "stem": self.cfg.model.stem,
-                "num_classes": self.train_data.category_map.num_classes}
+                "num_classes": self.train_data.category_map.num_classes, "provenance": self.provenance}
 
-    def save(self, *, best: bool = False) -> None:
-        """All ranks gather RNG states (a collective); rank 0 writes last.pt (and best.pt)."""
+    def save(self, *, best: bool = False, epoch_end: bool = False) -> None:
+        """All ranks gather RNG states (a collective); rank 0 writes last.pt (and best.pt, and at an epoch's
+        end checkpoints/epoch_NNNN.pt, keeping the last ``train.keep_checkpoints``)."""
         _check_finite_weights(self.module, self.global_step)
         rng = all_gather_object(ckpt.capture_rng_state())
         if not self.env.is_main:
             return
+        self.monitor.flush()  # the scalars up to this step are on disk before the checkpoint that vouches for them
         state = self.state(rng)
         ckpt.save_checkpoint(state, self.out_dir / "last.pt")
         if best:
             ckpt.save_checkpoint(state, self.out_dir / "best.pt")
+        if epoch_end:
+            ckpt.save_periodic(state, self.out_dir, self.epoch, keep=self.cfg.train.keep_checkpoints)
 
     def restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.env.device)
@@ -162,6 +169,7 @@ class _Run:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.totals = EpochTotals.from_dict(state["totals"]) if state["totals"] else None
         self.best_top1, self.history = float(state["best_top1"]), list(state["history"])
+        self.provenance = list(state.get("provenance") or [])
         self.best_epoch, self.last_val = int(state.get("best_epoch", 0)), state.get("last_val")
         rng = state["rng"]
         ckpt.restore_rng_state(rng[self.env.rank] if self.env.rank < len(rng) else rng[0])
@@ -192,6 +200,7 @@ class _Run:
 
         def on_step(totals: EpochTotals, info: StepInfo) -> None:
             self.totals, self.global_step, self.last_lr = totals, info.step, info.lr
+            self.monitor.step(self.epoch, info.step, info.step_in_epoch, info.loss, info.lr, info.images_per_s)
             if bar is not None:
                 bar.update(1)
                 if info.loss is not None:  # read from the device every train.log_every steps
@@ -241,12 +250,13 @@ class _Run:
                         val_seconds=self.last_val["seconds"])
         line["seconds"] = totals.seconds + line.get("val_seconds", 0.0)
         self.history.append(line)
+        self.monitor.epoch(line, self.history)
         self.epoch, self.totals = self.epoch + 1, None
         top1 = line.get("val_top1")
         best = top1 is not None and top1 > self.best_top1
         self.best_top1 = top1 if best else self.best_top1
         self.best_epoch = self.epoch if best else self.best_epoch
-        self.save(best=best)
+        self.save(best=best, epoch_end=True)
         if self.env.is_main:
             _write_history(self.out_dir, self.history)
             if self.last_val is not None:
@@ -265,6 +275,18 @@ def _start(run: _Run, resume: bool) -> None:
                                    "or choose another --out")
 
 
+def _record_provenance(run: _Run, command: str | None) -> None:
+    """Append this invocation's provenance to the run's (checkpoints carry the list) and write provenance.json."""
+    if not run.env.is_main:
+        return
+    from ..provenance import collect
+
+    d = run.cfg.data
+    run.provenance.append(collect(run.data_dir, (d.train_split, d.val_split), detections_file=d.detections_file,
+                                  synthetic=d.path is None, command=command))
+    atomic_write_json(run.out_dir / "provenance.json", run.provenance, indent=1)
+
+
 def _summary(run: _Run, wall: float) -> dict[str, Any]:
     final = run.history[-1] if run.history else {}
     val = run.last_val
@@ -277,18 +299,23 @@ def _summary(run: _Run, wall: float) -> dict[str, Any]:
 
 
 def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
-          log: Log | None = None, return_model: bool = False) -> dict[str, Any]:
+          log: Log | None = None, return_model: bool = False, command: str | None = None) -> dict[str, Any]:
     """Train ``cfg`` into ``out_dir`` (resuming from its last.pt with ``resume``) and return a summary:
     final epoch line, last full validation metrics, best top-1, wall seconds. Under torchrun every rank
-    calls this; rank 0 writes. ``return_model`` adds the trained module (tests, benchmarks)."""
+    calls this; rank 0 writes. ``return_model`` adds the trained module (tests, benchmarks); ``command`` is
+    recorded in provenance.json."""
     env = setup_distributed(cfg.train.device)
-    log = log or _stderr
-    log = log if env.is_main else (lambda message: None)
     out = Path(out_dir)
     try:
         _configure_runtime(cfg, env)
-        with _claim(out, env, log):
-            return _train(cfg, out, env, resume=resume, progress=progress, log=log, return_model=return_model)
+        with _claim(out, env, log or _stderr):  # the lock first: a refused run writes nothing, not even a log
+            monitor = RunMonitor(out, log=log or _stderr, epochs=cfg.train.epochs, log_every=cfg.train.log_every,
+                                 tensorboard=cfg.train.tensorboard, enabled=env.is_main)
+            try:
+                return _train(cfg, out, env, monitor, resume=resume, progress=progress and monitor.tty,
+                              command=command, return_model=return_model)
+            finally:
+                monitor.close()
     finally:
         cleanup_distributed(env)
 
@@ -307,11 +334,13 @@ def _claim(out: Path, env: DistEnv, log: Log) -> Iterator[None]:
         yield
 
 
-def _train(cfg: Config, out: Path, env: DistEnv, *, resume: bool, progress: bool, log: Log,
-           return_model: bool) -> dict[str, Any]:
+def _train(cfg: Config, out: Path, env: DistEnv, monitor: RunMonitor, *, resume: bool, progress: bool,
+           command: str | None, return_model: bool) -> dict[str, Any]:
     """The body of :func:`train` inside the run folder's lock."""
-    run = _Run(cfg, out, env, log, progress)
+    run = _Run(cfg, out, env, monitor, progress)
     _start(run, resume)
+    _record_provenance(run, command)
+    monitor.start(steps_per_epoch=run.steps_per_epoch, resume_step=run.global_step, epochs_done=run.epoch)
     if env.is_main:
         from ..config import save_config
 

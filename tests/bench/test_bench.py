@@ -75,7 +75,7 @@ def test_interrupted_variant_resumes_from_its_checkpoint(tmp_path, tiny_bench_ar
 
     original = training_run._Run.end_epoch
 
-    class Killed(Exception):
+    class Killed(BaseException):  # an interruption (as KeyboardInterrupt), which the CLI error handler lets through
         pass
 
     def end_epoch_then_die(self, totals):

@@ -80,7 +80,7 @@ def test_val_class_missing_from_train_is_an_error(folder: Path) -> None:
 
 
 def test_missing_split_lists_the_splits_found(folder: Path) -> None:
-    with pytest.raises(MalformedFileError, match=r"split 'test' \(splits found: train, val\)"):
+    with pytest.raises(MalformedFileError, match=r"no split 'test'; ImageNet layout, splits found: train, val"):
         load_imagefolder_split(folder, "test")
 
 

@@ -46,7 +46,8 @@ def test_training_on_a_full_disk_stops_cleanly_and_resumable_files_stay_whole(
     _clean(proc)
     assert f"{mnt / 'run' / 'last.pt'}: No space left on device" in proc.stderr, proc.stderr
     files = listing(proc.stdout)
-    assert set(files) == {"run", "run/config.yaml"}, files  # no last.pt, no temporary file, no lock
+    assert "run/config.yaml" in files and not [f for f in files if f.endswith((".pt", ".tmp", ".lock"))], files
+    # (the run's log, scalars and provenance are there too: they say what happened)
     assert files["run/config.yaml"] > 0
 
 

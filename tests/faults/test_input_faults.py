@@ -105,7 +105,7 @@ def test_out_under_a_file_and_missing_data_are_refused_before_work(tmp_path):
     result = _invoke("train", "--config", "smoke", "--out", str(afile / "run"))
     assert result.exit_code == 2 and "is a file, not a folder" in result.output, result.output
     result = _invoke("train", "--config", "smoke", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"))
-    assert result.exit_code == 2 and "does not exist" in result.output, result.output
+    assert result.exit_code == 1 and "nowhere: data folder not found" in result.output, result.output
     result = _invoke("crops", "--out", str(afile))
     assert result.exit_code == 2 and "is a file" in result.output, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -104,3 +104,29 @@ def test_category_outside_the_model_and_bad_usage(checkpoint: Path, small_split:
     assert result.exit_code != 0 and "labels [12]" in result.output
     both = _run([*base, "--images", str(small_split["images"]), "--data", str(small_split["root"])])
     assert both.exit_code != 0 and "either --data" in both.output
+
+
+def test_label_map_file_maps_detector_labels_to_coco_ids(checkpoint: Path, small_split: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    """Detections written in a detector's own label space (k = 100 + COCO id) score as the COCO-id originals."""
+    source = load_results(small_split["dets"])
+    relabelled = tmp_path / "relabelled.json"
+    relabelled.write_text(json.dumps([{**d, "category_id": 100 + d["category_id"]} for d in source]))
+    label_map = tmp_path / "labels.json"
+    label_map.write_text(json.dumps({str(100 + c): c for c in {d["category_id"] for d in source}}))
+    common = ["--images", str(small_split["images"]), "--annotations", str(small_split["gt"]),
+              "--background-threshold", "1"]
+    plain = _run(["--checkpoint", str(checkpoint), "--detections", str(small_split["dets"]), *common,
+                  "--out", str(tmp_path / "plain.json")])
+    mapped = _run(["--checkpoint", str(checkpoint), "--detections", str(relabelled), *common,
+                   "--label-map", str(label_map), "--out", str(tmp_path / "mapped.json")])
+    assert plain.exit_code == 0 and mapped.exit_code == 0, mapped.output
+    assert plain.output == mapped.output.replace("mapped.json", "plain.json")  # same AP before and after
+    assert load_results(tmp_path / "mapped.json") == load_results(tmp_path / "plain.json")  # COCO ids out
+    without = _run(["--checkpoint", str(checkpoint), "--detections", str(relabelled), *common,
+                    "--out", str(tmp_path / "x.json")])
+    assert without.exit_code != 0 and "label_map" in without.output
+    label_map.write_text(json.dumps({"cat": 1}))
+    bad = _run(["--checkpoint", str(checkpoint), "--detections", str(relabelled), *common,
+                "--label-map", str(label_map), "--out", str(tmp_path / "y.json")])
+    assert bad.exit_code != 0 and "labels.json" in bad.output and "'cat'" in bad.output

@@ -148,3 +148,28 @@ def test_upsample_checkpoint_crops_small_and_feeds_the_model_its_input_size(tmp_
     assert [p.shape[0] for p in probs] == [3, 2, 0] and seen and all(s[-2:] == (299, 299) for s in seen)
     meta = load_metadata(export_checkpoint(path, tmp_path / "m.pt", "torchscript"))
     assert (meta["crop_size"], meta["input_size"], meta["stem"]) == (79, 299, 299)
+
+
+def test_rescore_size_gate_and_fitted_fusions_share_one_implementation(stage: SecondStage) -> None:
+    """``max_area`` leaves larger boxes to the detector; a Fusion object fuses as the named rule it equals."""
+    from lowres.rcnn import Fusion, RuleParams
+    from lowres.rcnn.fusion import Band
+
+    images, boxes = _images_and_boxes()
+    dets = [{"boxes": boxes[0], "labels": torch.tensor([1, 3, 90]), "scores": torch.tensor([0.9, 0.5, 0.3])}]
+    areas = ((boxes[0][:, 2] - boxes[0][:, 0]) * (boxes[0][:, 3] - boxes[0][:, 1])).tolist()  # 1400, 4800, 500
+    gated = stage.rescore(images[:1], dets, "max", background_threshold=None, max_area=1000)[0]
+    full = stage.rescore(images[:1], dets, "max", background_threshold=None, return_probs=True)[0]
+    for box, label, score in zip(gated["boxes"], gated["labels"], gated["scores"]):
+        i = next(k for k in range(3) if torch.equal(boxes[0][k], box))
+        if areas[i] >= 1000:  # above the gate: the detector's own label and score
+            assert int(label) == int(dets[0]["labels"][i]) and float(score) == float(dets[0]["scores"][i])
+        else:
+            j = next(k for k in range(len(full["boxes"])) if torch.equal(full["boxes"][k], box))
+            assert int(label) == int(full["labels"][j]) and float(score) == float(full["scores"][j])
+    same = Fusion((Band(float("inf"), RuleParams(1.0, relabel=True, background_threshold=None)),))
+    via_object = stage.rescore(images[:1], dets, same)[0]
+    for key in ("boxes", "labels", "scores"):
+        assert torch.equal(via_object[key], full[key])
+    with pytest.raises(ValueError, match="fitted on a calibration split"):
+        stage.rescore(images[:1], dets, "auto")

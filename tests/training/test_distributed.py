@@ -18,8 +18,9 @@ def test_two_process_ddp_on_cpu(tiny_config, run_python, child_train, tmp_path):
     for part in ("model", "ema"):
         for key, value in r0[part].items():
             assert torch.equal(value, r1[part][key]), f"{part}.{key} differs between ranks"
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl",
-                                                     "val_metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "checkpoints", "config.yaml", "last.pt",
+                                                     "metrics.jsonl", "provenance.json", "scalars.csv", "train.log",
+                                                     "val_metrics.json"]  # rank 0 alone wrote them
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["step"] == 3
     state = torch.load(out / "last.pt", weights_only=True)

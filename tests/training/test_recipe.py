@@ -115,7 +115,7 @@ def test_ema_warmup_and_buffers():
 def test_clipping_global_and_per_tensor():
     a, b = _one_param(), _one_param()
     a.grad, b.grad = torch.tensor([3.0], dtype=torch.float64), torch.tensor([4.0], dtype=torch.float64)
-    assert clip_gradients([a, b], 2.0) == pytest.approx(5.0)
+    assert float(clip_gradients([a, b], 2.0)) == pytest.approx(5.0)
     assert a.grad.item() == pytest.approx(3.0 * 2.0 / 5.0, rel=1e-5)
     a.grad, b.grad = torch.tensor([3.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
     clip_gradients([a, b], 2.0, "per_tensor")

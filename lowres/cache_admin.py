@@ -1,0 +1,143 @@
+"""``lowres cache list|clean``: what the on-disk cache holds, and removing what has not been used for a while.
+
+The cache root is ``data.cache_dir`` or ``~/.cache/lowres`` (:func:`lowres.training.data.default_cache_root`).
+It holds ``crops/crops_<size>px_<key>/`` (one crop cache per set of records, size and geometry; a changed input
+makes a new one and leaves the old one unused), ``images/decoded_<n>_<key>/`` (ImageNet-layout images decoded
+once), ``synthetic-seed<k>/`` (the generated synthetic set) and, after a crash, ``.crops_*.build`` /
+``.decoded_*.tmp`` folders of an unfinished build (``.crops_*.tmp`` from older versions). Nothing else is ever written there, and
+nothing outside the entries listed here is ever removed. "Last used" is the newest modification time inside an
+entry: opening a crop cache touches its index.json, so a cache in use is never "old".
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+__all__ = ["CacheEntry", "cache_entries", "clean_cache", "format_entries", "format_bytes", "cache_cli"]
+
+DAY = 86400.0
+
+
+@dataclass
+class CacheEntry:
+    path: Path
+    kind: str  # "crops" | "decoded" | "synthetic" | "unfinished"
+    bytes: int
+    last_used: float  # seconds since the epoch
+
+    def age_days(self, now: float | None = None) -> float:
+        return ((now or time.time()) - self.last_used) / DAY
+
+
+def _size_and_mtime(folder: Path) -> tuple[int, float]:
+    total, newest = 0, folder.stat().st_mtime
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(dirpath, name))
+            except OSError:  # removed while we looked
+                continue
+            total += st.st_size
+            newest = max(newest, st.st_mtime)
+    return total, newest
+
+
+def cache_entries(root: str | os.PathLike) -> list[CacheEntry]:
+    """Every entry under ``root`` (oldest first); [] when the folder does not exist."""
+    root = Path(root)
+    found: list[tuple[Path, str]] = []
+    if root.is_dir():
+        found += [(p, "synthetic") for p in root.glob("synthetic-seed*") if p.is_dir()]
+        for folder, prefix, kind in ((root / "crops", "crops_", "crops"), (root / "images", "decoded_", "decoded")):
+            if folder.is_dir():
+                found += [(p, kind) for p in folder.glob(f"{prefix}*") if p.is_dir()]
+                found += [(p, "unfinished") for suffix in (".tmp", ".build")
+                          for p in folder.glob(f".{prefix}*{suffix}") if p.is_dir()]
+    entries = [CacheEntry(path, kind, *_size_and_mtime(path)) for path, kind in found]
+    return sorted(entries, key=lambda e: e.last_used)
+
+
+def clean_cache(root: str | os.PathLike, *, older_than_days: float | None = None, dry_run: bool = False
+                ) -> list[CacheEntry]:
+    """Remove the entries not used for ``older_than_days`` (all of them with None); returns what was (or, with
+    ``dry_run``, would be) removed. An entry is renamed aside first, then deleted, so a half-deleted crop cache
+    can never be opened as a valid one."""
+    now = time.time()
+    limit = older_than_days if older_than_days is not None else -1.0
+    # an unfinished build younger than a day may be one in progress in another process: never pull it away
+    chosen = [e for e in cache_entries(root)
+              if e.age_days(now) > (max(limit, 1.0) if e.kind == "unfinished" else limit)]
+    if dry_run:
+        return chosen
+    for e in chosen:
+        doomed = e.path.with_name(f".deleting-{e.path.name}")
+        try:
+            os.replace(e.path, doomed)
+        except OSError:
+            continue  # gone already, or not ours to move
+        shutil.rmtree(doomed, ignore_errors=True)
+    return chosen
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def format_entries(entries: list[CacheEntry], root: str | os.PathLike) -> str:
+    """A table: kind, size, days since last use, path relative to the root; and the total."""
+    now = time.time()
+    lines = [f"{'kind':<10} {'size':>9} {'unused':>10}  path (under {root})"]
+    for e in entries:
+        lines.append(f"{e.kind:<10} {format_bytes(e.bytes):>9} {e.age_days(now):>7.1f} d  {e.path.relative_to(root)}")
+    lines.append(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+                 f"{format_bytes(sum(e.bytes for e in entries))} in all")
+    return "\n".join(lines)
+
+
+# -- `lowres cache` (registered on the main group by lowres.cli) ------------------------------------------
+@click.group("cache")
+def cache_cli() -> None:
+    """The on-disk cache (crop caches and the synthetic set): ~/.cache/lowres, or data.cache_dir."""
+
+
+def _cache_root(cache_dir: str | None) -> Path:
+    from .config import Config
+    from .training.data import default_cache_root
+
+    cfg = Config()
+    cfg.data.cache_dir = cache_dir
+    return default_cache_root(cfg)
+
+
+@cache_cli.command("list")
+@click.option("--cache-dir", default=None, help="Cache root (default: ~/.cache/lowres, as data.cache_dir).")
+def cache_list(cache_dir: str | None) -> None:
+    """Each entry with its size and the days since it was last used."""
+    root = _cache_root(cache_dir)
+    click.echo(format_entries(cache_entries(root), root))
+
+
+@cache_cli.command("clean")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Only entries unused for more than DAYS days (default: every entry).")
+@click.option("--cache-dir", default=None, help="Cache root (default: ~/.cache/lowres, as data.cache_dir).")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, remove nothing.")
+def cache_clean(older_than: float | None, cache_dir: str | None, dry_run: bool) -> None:
+    """Remove crop caches and synthetic sets (they are rebuilt on demand, at the cost of one decode)."""
+    root = _cache_root(cache_dir)
+    removed = clean_cache(root, older_than_days=older_than, dry_run=dry_run)
+    for e in removed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {e.kind} {e.path} ({format_bytes(e.bytes)}, "
+                   f"unused {e.age_days():.1f} d)")
+    total = format_bytes(sum(e.bytes for e in removed))
+    click.echo(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {total} "
+               f"{'would be freed' if dry_run else 'freed'} under {root}")

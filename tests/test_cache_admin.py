@@ -1,0 +1,57 @@
+"""`lowres cache list|clean`: entries, sizes, last use; --older-than removes only what was unused that long."""
+from __future__ import annotations
+
+import os
+import time
+
+from click.testing import CliRunner
+
+from lowres.cache_admin import cache_entries, clean_cache
+from lowres.cli import main
+
+
+def _entry(folder, *, days_old: float, size: int = 1000) -> None:
+    folder.mkdir(parents=True)
+    (folder / "crops.npy").write_bytes(b"x" * size)
+    old = time.time() - days_old * 86400
+    for p in (folder / "crops.npy", folder):
+        os.utime(p, (old, old))
+
+
+def test_list_and_clean_by_age(tmp_path):
+    root = tmp_path / "cache"
+    _entry(root / "crops" / "crops_79px_aaaa", days_old=10, size=2048)
+    _entry(root / "crops" / "crops_79px_bbbb", days_old=0.1)
+    _entry(root / "crops" / ".crops_79px_cccc.abc.tmp", days_old=0.1)  # a build in progress elsewhere
+    _entry(root / "crops" / ".crops_151px_eeee.host-12.build", days_old=0.1)  # the same, current format
+    _entry(root / "synthetic-seed0", days_old=40)
+    _entry(root / "images" / "decoded_10_dddd", days_old=20)
+    (root / "mine.txt").write_text("not a cache entry")
+    listed = CliRunner().invoke(main, ["cache", "list", "--cache-dir", str(root)])
+    assert listed.exit_code == 0 and "6 entries" in listed.output and "crops/crops_79px_aaaa" in listed.output
+    assert "2.0 KB" in listed.output and "10.0 d" in listed.output
+    dry = CliRunner().invoke(main, ["cache", "clean", "--cache-dir", str(root), "--older-than", "7", "--dry-run"])
+    assert "would remove" in dry.output and len(cache_entries(root)) == 6
+    result = CliRunner().invoke(main, ["cache", "clean", "--cache-dir", str(root), "--older-than", "7"])
+    assert result.exit_code == 0 and "3 entries" in result.output, result.output
+    assert sorted(e.path.name for e in cache_entries(root)) == [
+        ".crops_151px_eeee.host-12.build", ".crops_79px_cccc.abc.tmp", "crops_79px_bbbb"]
+    clean_cache(root)  # everything, except the young unfinished builds
+    assert [e.kind for e in cache_entries(root)] == ["unfinished", "unfinished"]
+    assert (root / "mine.txt").is_file() and not list(root.rglob(".deleting-*"))
+
+
+def test_opening_a_crop_cache_marks_it_used(tmp_path):
+    from detection_bridge import synthetic
+    from detection_bridge.cache import build_cache, open_cache
+    from detection_bridge.coco import load_split
+
+    data = synthetic.generate(tmp_path / "data")
+    records = load_split(data, "val").records[:4]
+    cache = build_cache(records, 32, tmp_path / "crops")
+    old = time.time() - 30 * 86400
+    for p in [*cache.path.iterdir(), cache.path]:
+        os.utime(p, (old, old))
+    assert clean_cache(tmp_path, older_than_days=7, dry_run=True)
+    assert open_cache(tmp_path / "crops", records, 32) is not None
+    assert not clean_cache(tmp_path, older_than_days=7, dry_run=True)

@@ -1,0 +1,38 @@
+"""`lowres eval` far from where training ran: the checkpoint's data path is found and named as such."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+
+from detection_bridge import synthetic
+from lowres.cli import main
+from lowres.training.run import train
+from lowres.training.checkpoint import save_checkpoint
+
+
+def test_eval_elsewhere_uses_and_names_the_checkpoint_data_path(tiny_config, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    data = synthetic.generate(work / "data")
+    monkeypatch.chdir(work)
+    cfg = tiny_config("train.epochs=1", "train.max_steps_per_epoch=1", "eval.bootstrap=10", data=Path("data"))
+    train(cfg, "run", progress=False, log=lambda m: None)  # data.path is relative: "data"
+    monkeypatch.chdir(tmp_path)  # from here "data" does not exist
+    result = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--out", "e.json"])
+    assert result.exit_code == 0, result.output
+    assert f"using the checkpoint's training data {Path(data).resolve()}" in result.output
+    assert "(data.path 'data' in work/run/last.pt)" in result.output
+
+    state = torch.load(work / "run" / "last.pt", weights_only=True)
+    save_checkpoint({**state, "provenance": []}, work / "run" / "old.pt")  # a checkpoint from before provenance
+    old = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/old.pt", "--out", "e.json"])
+    assert old.exit_code != 0 and "Traceback" not in old.output
+    assert "data.path 'data' taken from the checkpoint work/run/old.pt (no --data given) not found" in old.output
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not data")
+    wrong = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--data", "notes", "--out", "e.json"])
+    assert wrong.exit_code != 0 and "is neither a COCO layout" in wrong.output
+    split = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--split", "test", "--out", "e.json"])
+    assert split.exit_code != 0 and "no split 'test'" in split.output
+    assert "COCO layout, splits found: train, val" in split.output
