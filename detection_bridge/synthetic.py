@@ -16,6 +16,7 @@ the same parameters is reused as is.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -252,11 +253,10 @@ def generate(out_dir: str | os.PathLike, *, seed: int = 0, num_images: tuple[int
               "objects_per_image": list(objects_per_image), "min_object": float(min_object),
               "max_object": float(max_object), "num_classes": int(num_classes), "crowd_prob": float(crowd_prob)}
     out = Path(out_dir)
-    marker = out / "synthetic.json"
-    if out.exists():
-        if not overwrite and marker.is_file() and json.loads(marker.read_text()) == params:
+    if out.exists() and not overwrite:
+        if _made_with(out, params):
             return out
-        if not overwrite and any(out.iterdir()):
+        if any(out.iterdir()):
             raise FileExistsError(f"{out} exists and was not generated with these parameters; pass overwrite=True")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -265,9 +265,24 @@ def generate(out_dir: str | os.PathLike, *, seed: int = 0, num_images: tuple[int
             _split(tmp, split, i, int(n), params)
         atomic_write_json(tmp / "synthetic.json", params)
         os.chmod(tmp, default_mode(directory=True))
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
+        if overwrite:
+            shutil.rmtree(out, ignore_errors=True)
+        try:  # renaming onto a missing or empty folder succeeds; onto a filled one it fails, never replaces
+            os.replace(tmp, out)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not _made_with(out, params):
+                raise
+            # another process generated the same set first (and may be reading it): keep theirs, never delete it
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _made_with(out: Path, params: dict) -> bool:
+    """Whether ``out`` is a complete set generated with ``params`` (its marker is written last)."""
+    try:
+        return json.loads((out / "synthetic.json").read_text()) == params
+    except (OSError, ValueError):
+        return False
