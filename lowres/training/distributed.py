@@ -128,6 +128,15 @@ def broadcast_state(module: nn.Module, src: int = 0) -> None:
         dist.broadcast(tensor, src)
 
 
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (a refusal rank 0 found, so no rank waits for it in a collective)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Every rank's ``obj`` in rank order (RNG states for the checkpoint)."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_path, atomic_write_json, json_line, remove_stale_temporaries
-from .._lock import folder_lock
+from .._lock import FolderLockedError, folder_lock
 from ..config import Config
 from . import checkpoint as ckpt
 from .data import load_split_data, resolve_data_dir, train_loader
-from .distributed import (DistEnv, ResumableSampler, all_gather_object, all_reduce_sum, barrier, broadcast_state,
-                          cleanup_distributed, setup_distributed, wrap_model)
+from .distributed import (DistEnv, ResumableSampler, all_gather_object, all_reduce_sum, barrier, broadcast_object,
+                          broadcast_state, cleanup_distributed, setup_distributed, wrap_model)
 from .engine import EpochTotals, StepInfo, TrainingDiverged, train_one_epoch
 from .evaluate import evaluate_model, load_weights
 from .monitor import RunMonitor
@@ -270,9 +270,6 @@ def _start(run: _Run, resume: bool) -> None:
         run.restore(last)
     elif resume:
         run.log(f"--resume: no checkpoint in {run.out_dir} yet; starting from scratch")
-    elif last.is_file():
-        raise ckpt.CheckpointError(f"{run.out_dir} already holds a run ({last}); pass --resume to continue it "
-                                   "or choose another --out")
 
 
 def _record_provenance(run: _Run, command: str | None) -> None:
@@ -308,7 +305,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, prog
     out = Path(out_dir)
     try:
         _configure_runtime(cfg, env)
-        with _claim(out, env, log or _stderr):  # the lock first: a refused run writes nothing, not even a log
+        with _claim(out, env, log or _stderr, resume):  # first: a refused run reads no data, writes nothing
             monitor = RunMonitor(out, log=log or _stderr, epochs=cfg.train.epochs, log_every=cfg.train.log_every,
                                  tensorboard=cfg.train.tensorboard, enabled=env.is_main)
             try:
@@ -321,17 +318,36 @@ def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, prog
 
 
 @contextlib.contextmanager
-def _claim(out: Path, env: DistEnv, log: Log) -> Iterator[None]:
+def _claim(out: Path, env: DistEnv, log: Log, resume: bool) -> Iterator[None]:
     """Rank 0 creates and locks the run folder for the whole run (two runs into one folder would overwrite
-    each other's checkpoints) and removes the temporary files of killed runs there."""
-    if not env.is_main:
+    each other's checkpoints), refuses a finished folder without ``--resume`` before any data is read, and
+    removes the temporary files of killed runs there. A refusal reaches every rank: under torchrun the
+    others would otherwise wait for rank 0 in their first collective until its timeout."""
+    refusal: tuple[str, str] | None = None
+    with contextlib.ExitStack() as held:
+        if env.is_main:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                held.enter_context(folder_lock(out, "lowres train"))
+                _check_fresh(out, resume)
+            except (OSError, FolderLockedError, ckpt.CheckpointError) as exc:
+                refusal = (type(exc).__name__, str(exc))
+                if not env.distributed:
+                    raise
+        refusal = broadcast_object(refusal)
+        if refusal is not None:
+            raise ckpt.CheckpointError(refusal[1] if env.is_main else f"rank 0 refused the run: {refusal[1]}")
+        if env.is_main:
+            for path in remove_stale_temporaries(out):
+                log(f"removed {path}, a temporary file left by a killed run")
         yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out, "lowres train"):
-        for path in remove_stale_temporaries(out):
-            log(f"removed {path}, a temporary file left by a killed run")
-        yield
+
+
+def _check_fresh(out: Path, resume: bool) -> None:
+    last = out / "last.pt"
+    if not resume and last.is_file():
+        raise ckpt.CheckpointError(f"{out} already holds a run ({last}); pass --resume to continue it "
+                                   "or choose another --out")
 
 
 def _train(cfg: Config, out: Path, env: DistEnv, monitor: RunMonitor, *, resume: bool, progress: bool,

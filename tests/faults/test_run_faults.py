@@ -122,3 +122,13 @@ def test_a_truncated_run_config_never_resumes_with_defaults(damage, run_copy):
     result = CliRunner().invoke(main, ["train", "--resume", "--out", str(run_copy), "--no-progress"])
     assert result.exit_code == 2, result.output
     assert f"{config} is incomplete" in result.output and "Traceback" not in result.output
+
+
+def test_a_finished_run_folder_is_refused_before_any_data_is_read(fault_config, run_copy):
+    """Without --resume, a folder holding last.pt is refused first: no crop cache is built for nothing."""
+    from lowres.training.checkpoint import CheckpointError
+
+    before = sorted(p.name for p in run_copy.iterdir())
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(fault_config("data.path=/nonexistent/never-read"), run_copy, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in run_copy.iterdir()) == before

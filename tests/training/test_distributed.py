@@ -49,3 +49,18 @@ def test_distributed_evaluation_equals_one_process(tiny_config, run_python, tmp_
         assert abs(metrics["loss"] - alone["loss"]) < 1e-6 * alone["loss"]  # float32 sums over other batches
         for key in ("top1", "top5", "top1_ci", "per_class", "confusion_matrix", "size_buckets", "balanced_accuracy"):
             assert metrics[key] == alone[key], key
+
+
+def test_a_run_rank_0_refuses_stops_every_rank_at_once(tiny_config, run_python, child_train, tmp_path):
+    """A folder that already holds a run (no --resume): rank 0 refuses before any data is read, and rank 1
+    learns it at once instead of waiting for rank 0 in its first collective until the timeout."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"a finished run")
+    cfg = tiny_config("data.path=/nonexistent/never-read")  # refused before the data is looked at
+    proc = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", child_train,
+                       json.dumps(cfg.to_dict()), str(out)], timeout=120, check=False)
+    assert proc.returncode != 0
+    assert "already holds a run" in proc.stderr and "rank 0 refused the run" in proc.stderr, proc.stderr[-2000:]
+    assert "nonexistent" not in proc.stderr  # no rank got as far as reading the data
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt"]
