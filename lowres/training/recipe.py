@@ -35,7 +35,7 @@ class RMSpropTF(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 0.045, decay: float = 0.9, eps: float = 1.0,
-                 momentum: float = 0.9, weight_decay: float = 0.0, foreach: bool = True) -> None:
+                 momentum: float = 0.9, weight_decay: float = 0.0, foreach: bool | None = None) -> None:
         if lr < 0 or eps < 0 or not 0.0 <= decay <= 1.0 or momentum < 0 or weight_decay < 0:
             raise ValueError(f"invalid RMSpropTF hyper-parameters lr={lr} decay={decay} eps={eps}")
         super().__init__(params, dict(lr=lr, decay=decay, eps=eps, momentum=momentum, weight_decay=weight_decay))
@@ -69,7 +69,7 @@ class RMSpropTF(torch.optim.Optimizer):
             tensors = self._group_state(group)
             if not tensors[0]:
                 continue
-            if self.foreach:
+            if _use_foreach(self.foreach, tensors[0][0]):
                 grouped = self._group_tensors_by_device_and_dtype([list(t) for t in tensors])
                 for (params, grads, squares, buffers, steps), _ in grouped.values():
                     _rmsprop_tf_foreach(params, grads, squares, buffers, steps, group)
@@ -77,6 +77,14 @@ class RMSpropTF(torch.optim.Optimizer):
                 for p, grad, square_avg, buf, step in zip(*tensors):
                     _rmsprop_tf_single(p, grad, square_avg, buf, step, group)
         return loss
+
+
+def _use_foreach(foreach: bool | None, tensor: torch.Tensor) -> bool:
+    """``None`` chooses as torch's own optimisers do: multi-tensor kernels on CUDA, where one Python dispatch
+    per tensor (~3,800 per step at width 1.0) starves the GPU; the per-tensor loop on the CPU, where all ops
+    of one tensor run while it is in cache and whole-model passes are memory-bound
+    (``python benchmarks/host_overhead.py``: the multi-tensor path is ~2x slower there)."""
+    return tensor.is_cuda if foreach is None else foreach
 
 
 def _rmsprop_tf_single(p: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor, buf: torch.Tensor,
@@ -179,7 +187,7 @@ class ModelEma:
     Integer buffers (BN's ``num_batches_tracked``) are copied.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, foreach: bool = True) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.9999, foreach: bool | None = None) -> None:
         self.module = copy.deepcopy(_unwrap(model)).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -211,7 +219,7 @@ class ModelEma:
         d = self.current_decay()
         floats, src_floats, others, src_others = self._tensor_pairs(_unwrap(model))
         src_floats = [s if s.dtype == e.dtype else s.to(e.dtype) for e, s in zip(floats, src_floats)]
-        if self.foreach:
+        if floats and _use_foreach(self.foreach, floats[0]):
             torch._foreach_mul_(floats, d)
             torch._foreach_add_(floats, src_floats, alpha=1.0 - d)
             torch._foreach_copy_(others, src_others)

@@ -183,3 +183,18 @@ def test_ema_multi_tensor_equals_the_per_tensor_loop():
             ema.update(model)
     a, b = (e.module.state_dict() for e in emas)
     assert all(torch.equal(a[k], b[k]) for k in a) and b["Conv2d_1a_3x3.bn.num_batches_tracked"].item() == 5
+
+
+def test_default_path_is_the_loop_on_cpu_and_multi_tensor_on_cuda(monkeypatch):
+    """torch's own rule: per-tensor on the CPU (cache-friendly), multi-tensor on CUDA (few dispatches)."""
+    from lowres.training import recipe
+
+    calls = []
+    monkeypatch.setattr(recipe, "_rmsprop_tf_foreach", lambda *a: calls.append("foreach"))
+    monkeypatch.setattr(recipe, "_rmsprop_tf_single", lambda *a: calls.append("loop"))
+    p = nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    RMSpropTF([p]).step()
+    RMSpropTF([p], foreach=True).step()
+    assert calls == ["loop", "foreach"]
+    assert recipe._use_foreach(None, torch.empty(0, device="meta")) is False  # only CUDA tensors choose foreach
