@@ -40,10 +40,10 @@ from .boxes import CropGeometry, stored_size
 from .cropper import RESAMPLE_NAME, group_by_image, iter_image_crops
 from .errors import BridgeError, CacheError, ErrorPolicy, ImageError, OnError, SkipLog
 from .records import CategoryMap, CropRecord, records_to_dicts
-from .shards import (JPEG_QUALITY, ShardReader, Storage, choose_storage, encode_jpeg, estimated_bytes, shard_name,
-                     write_shard)
+from .shards import (JPEG_QUALITY, VERIFY_ON_OPEN_BYTES, ShardReader, Storage, choose_storage, encode_jpeg,
+                     estimated_bytes, shard_name, write_shard)
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: a CRC-32 per shard
 DEFAULT_MARGIN = 0.2
 SHARD_IMAGES = 1000  # images per shard: ~7k train2017 crops, 150 MB of 299 px JPEG crops
 INDEX_NAME, LOCATE_NAME = "index.json", "locate.npy"
@@ -110,10 +110,11 @@ class CropCache:
     """Read side of a built cache: ``cache[i]`` is the stored (margin) crop of ``cache.records[i]``.
 
     Every shard's presence and byte size are checked on opening (a missing or truncated shard is a
-    :class:`CacheError` naming it); the files themselves open lazily, per process (DataLoader workers).
+    :class:`CacheError` naming it), and its CRC-32 too when ``verify`` (default: caches up to
+    ``VERIFY_ON_OPEN_BYTES``); the files themselves open lazily, per process (DataLoader workers).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, verify: bool | None = None) -> None:
         self.path = Path(path)
         try:
             index = read_json(self.path / INDEX_NAME, "crop cache index")
@@ -127,7 +128,7 @@ class CropCache:
             self.geometry = CropGeometry.from_dict(index["geometry"])
             self.records = [CropRecord.from_dict(d) for d in index["records"]]
             self.shards = [ShardReader(self.path / s["name"], self.storage, int(s["bytes"]), int(s["rows"]),
-                                       self.stored_size) for s in index["shards"]]
+                                       self.stored_size, int(s["crc32"])) for s in index["shards"]]
             cmap = index.get("category_map")
             self.category_map = CategoryMap.from_dict(cmap) if cmap else None
             self.skipped = SkipLog.from_dict(index.get("skipped", {}))
@@ -140,8 +141,9 @@ class CropCache:
         if self.locate.shape != (len(self.records), 3):
             raise CacheError(f"{self.path / LOCATE_NAME}: {self.locate.shape[0]} entries for "
                              f"{len(self.records)} records")
+        verify = self.nbytes <= VERIFY_ON_OPEN_BYTES if verify is None else verify
         for shard in self.shards:
-            shard.check()
+            shard.verify() if verify else shard.check()
 
     @property
     def nbytes(self) -> int:
@@ -268,10 +270,10 @@ def _build_part(records: Sequence[CropRecord], build: Path, shards: list, part: 
             check_free_space(build, int(written / crops_done * left), f"the rest of {build.name}")
         policy, ok = ErrorPolicy(on_error), np.zeros(len(records), dtype=bool)
         crops = _shard_crops(records, shards[j], size, stored, geometry, kind, draft, workers, policy, ok, progress)
-        nbytes, offsets = write_shard(build / shard_name(j, kind), kind, crops, len(order), stored)
+        nbytes, offsets, crc = write_shard(build / shard_name(j, kind), kind, crops, len(order), stored)
         written, crops_done = written + nbytes, crops_done + len(order)
         atomic_write_json(build / f"{shard_name(j, kind)}.json", {
-            "records": order, "ok": ok[order].tolist(), "offsets": offsets.tolist(), "bytes": nbytes,
+            "records": order, "ok": ok[order].tolist(), "offsets": offsets.tolist(), "bytes": nbytes, "crc32": crc,
             "skipped": policy.log.to_dict()})
 
 
@@ -288,7 +290,8 @@ def _finish(records: Sequence[CropRecord], build: Path, num_shards: int, header:
             if good:
                 locate[i] = (j, offsets[pos], offsets[pos + 1] - offsets[pos])
         skipped.merge(SkipLog.from_dict(meta["skipped"]))
-        shards.append({"name": shard_name(j, kind), "bytes": meta["bytes"], "rows": len(meta["records"])})
+        shards.append({"name": shard_name(j, kind), "bytes": meta["bytes"], "rows": len(meta["records"]),
+                       "crc32": meta["crc32"]})
         (build / f"{shard_name(j, kind)}.json").unlink()
     kept = np.flatnonzero(locate[:, 0] >= 0)
     np.save(build / LOCATE_NAME, locate[kept])

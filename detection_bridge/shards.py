@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import zlib
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -37,6 +38,11 @@ RAW_AUTO_LIMIT = 2 * 1024**3  # ``auto`` keeps raw crops up to this many bytes p
 # (measured q90 ratios: 0.118 at 95 px, 0.081 at 181 px, 0.053 at 359 px; small crops compress worst).
 JPEG_RATIO_ESTIMATE = 0.12
 SUFFIX = {"raw": ".npy", "jpeg": ".jpgs"}
+VERIFY_BLOCK = 16 * 1024**2
+# Caches up to this size have every shard's CRC-32 checked on every open (~1 s per GB): all raw caches
+# that ``auto`` makes. Larger (JPEG) ones are checked by ``lowres cache verify``; a damaged JPEG crop is
+# also an error naming its shard and byte when it is decoded.
+VERIFY_ON_OPEN_BYTES = RAW_AUTO_LIMIT
 
 
 def choose_storage(storage: str, num_crops: int, stored: int) -> Storage:
@@ -73,10 +79,11 @@ def decode_jpeg(data: bytes | memoryview, where: str) -> np.ndarray:
 
 
 def write_shard(path: Path, storage: Storage, crops: Iterable[np.ndarray | bytes], rows: int,
-                stored: int) -> tuple[int, np.ndarray]:
+                stored: int) -> tuple[int, np.ndarray, int]:
     """Write ``rows`` crops (uint8 arrays for raw, encoded bytes for jpeg) to ``path`` atomically.
 
-    Returns ``(file bytes, offsets)``: offsets (rows + 1) into the file for jpeg, row numbers for raw.
+    Returns ``(file bytes, offsets, crc32)``: offsets (rows + 1) into the file for jpeg, row numbers for
+    raw; the CRC-32 of the whole file, computed while writing, lets a reader detect flipped bytes.
     Any ``OSError`` (full disk, read-only folder) is a :class:`CacheError` naming the file; the
     temporary file is removed.
     """
@@ -84,14 +91,17 @@ def write_shard(path: Path, storage: Storage, crops: Iterable[np.ndarray | bytes
     offsets = np.zeros(rows + 1, dtype=np.int64)
     try:
         with open(tmp, "wb") as f:
+            header = io.BytesIO()
             if storage == "raw":
                 np.lib.format.write_array_header_1_0(
-                    f, {"descr": "|u1", "fortran_order": False, "shape": (rows, stored, stored, 3)})
-            n = 0
+                    header, {"descr": "|u1", "fortran_order": False, "shape": (rows, stored, stored, 3)})
+            f.write(header.getvalue())
+            crc, n = zlib.crc32(header.getvalue()), 0
             for n, crop in enumerate(crops, start=1):
                 data = crop if isinstance(crop, bytes) else np.ascontiguousarray(crop, dtype=np.uint8).tobytes()
                 offsets[n] = offsets[n - 1] + len(data)
                 f.write(data)
+                crc = zlib.crc32(data, crc)
             if n != rows:
                 raise CacheError(f"{path}: {n} crops written, {rows} expected")
             f.flush()
@@ -104,14 +114,15 @@ def write_shard(path: Path, storage: Storage, crops: Iterable[np.ndarray | bytes
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return size, (np.arange(rows + 1, dtype=np.int64) if storage == "raw" else offsets)
+    return size, (np.arange(rows + 1, dtype=np.int64) if storage == "raw" else offsets), crc
 
 
 class ShardReader:
     """Reads crops from one shard file, opening it lazily (per process: DataLoader workers open their own)."""
 
-    def __init__(self, path: Path, storage: Storage, nbytes: int, rows: int, stored: int) -> None:
+    def __init__(self, path: Path, storage: Storage, nbytes: int, rows: int, stored: int, crc32: int) -> None:
         self.path, self.storage, self.nbytes, self.rows, self.stored = path, storage, nbytes, rows, stored
+        self.crc32 = crc32
         self._data: np.ndarray | None = None
 
     def check(self) -> None:
@@ -123,6 +134,20 @@ class ShardReader:
         if size != self.nbytes:
             raise CacheError(f"{self.path}: crop shard is {size} bytes, its index says {self.nbytes} (truncated "
                              "or replaced)")
+
+    def verify(self) -> None:
+        """The shard's bytes hash to the CRC-32 recorded when it was written (flipped bytes fail here: a raw
+        crop would otherwise be read as wrong pixels without a word)."""
+        self.check()
+        crc = 0
+        try:
+            with open(self.path, "rb") as f:
+                while block := f.read(VERIFY_BLOCK):
+                    crc = zlib.crc32(block, crc)
+        except OSError as e:
+            raise CacheError(f"{self.path}: unreadable crop shard: {e.strerror or e}") from None
+        if crc != self.crc32:
+            raise CacheError(f"{self.path}: crop shard is corrupted (CRC-32 {crc:08x}, written as {self.crc32:08x})")
 
     @property
     def data(self) -> np.ndarray:

@@ -142,3 +142,22 @@ def test_missing_shard_or_cache_of_other_data(records, tmp_path):
     shutil.copytree(other.path, cache.path)  # a cache of other data under this data's name
     assert open_cache(tmp_path, records, 31) is None
     assert build_cache(records, 31, tmp_path, shard_images=2).records == records
+
+
+@pytest.mark.parametrize("storage", ["raw", "jpeg"])
+def test_flipped_bytes_inside_a_shard_are_found_and_the_cache_rebuilt(records, tmp_path, storage):
+    """Same size, other bytes: the size check cannot see it, the CRC-32 must (a raw crop would be read as
+    wrong pixels without a word)."""
+    cache = build_cache(records, 31, tmp_path, storage=storage, shard_images=2)
+    good = _crops(cache)
+    shard = cache.shards[1].path
+    data = bytearray(shard.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 100):
+        data[i] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match=f"{shard.name}: crop shard is corrupted"):
+        CropCache(cache.path)
+    CropCache(cache.path, verify=False)  # size only: what a large cache checks on every open
+    assert open_cache(tmp_path, records, 31, storage=storage) is None  # never handed out
+    rebuilt = build_cache(records, 31, tmp_path, storage=storage, shard_images=2)
+    assert np.array_equal(_crops(rebuilt), good)
