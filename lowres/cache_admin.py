@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["CacheEntry", "cache_entries", "clean_cache", "format_entries", "format_bytes", "cache_cli"]
+__all__ = ["CacheEntry", "cache_entries", "clean_cache", "verify_cache", "format_entries", "format_bytes", "cache_cli"]
 
 DAY = 86400.0
 
@@ -141,3 +141,34 @@ def cache_clean(older_than: float | None, cache_dir: str | None, dry_run: bool) 
     total = format_bytes(sum(e.bytes for e in removed))
     click.echo(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {total} "
                f"{'would be freed' if dry_run else 'freed'} under {root}")
+
+
+def verify_cache(root: str | os.PathLike) -> list[tuple[CacheEntry, str | None]]:
+    """Every crop cache under ``root`` with None (intact) or the reason it is not: each shard's size and
+    CRC-32, whatever the cache's size (opening checks CRCs only up to 2 GiB)."""
+    from detection_bridge.cache import CropCache
+    from detection_bridge.errors import BridgeError
+
+    out: list[tuple[CacheEntry, str | None]] = []
+    for e in cache_entries(root):
+        if e.kind == "crops":
+            try:
+                CropCache(e.path, verify=True)
+                out.append((e, None))
+            except BridgeError as exc:
+                out.append((e, str(exc)))
+    return out
+
+
+@cache_cli.command("verify")
+@click.option("--cache-dir", default=None, help="Cache root (default: ~/.cache/lowres, as data.cache_dir).")
+def cache_verify(cache_dir: str | None) -> None:
+    """Check every crop cache's shards (sizes and CRC-32); exit 1 if one is damaged (remove it with
+    `lowres cache clean`, or just train: a damaged cache is never used, and is rebuilt)."""
+    results = verify_cache(_cache_root(cache_dir))
+    for e, problem in results:
+        click.echo(f"{'ok' if problem is None else 'DAMAGED'}  {e.path}" + (f": {problem}" if problem else ""))
+    bad = sum(problem is not None for _, problem in results)
+    click.echo(f"{len(results)} crop cache(s) checked, {bad} damaged")
+    if bad:
+        raise SystemExit(1)

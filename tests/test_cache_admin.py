@@ -55,3 +55,22 @@ def test_opening_a_crop_cache_marks_it_used(tmp_path):
     assert clean_cache(tmp_path, older_than_days=7, dry_run=True)
     assert open_cache(tmp_path / "crops", records, 32) is not None
     assert not clean_cache(tmp_path, older_than_days=7, dry_run=True)
+
+
+def test_verify_names_a_damaged_crop_cache(tmp_path):
+    from detection_bridge import synthetic
+    from detection_bridge.cache import build_cache
+    from detection_bridge.coco import load_split
+
+    records = load_split(synthetic.generate(tmp_path / "data"), "val").records[:6]
+    good = build_cache(records, 32, tmp_path / "crops")
+    bad = build_cache(records[:3], 32, tmp_path / "crops")
+    ok = CliRunner().invoke(main, ["cache", "verify", "--cache-dir", str(tmp_path)])
+    assert ok.exit_code == 0 and "2 crop cache(s) checked, 0 damaged" in ok.output, ok.output
+    shard = bad.shards[0].path
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF  # a flipped byte: same size, so only the checksum sees it
+    shard.write_bytes(bytes(data))
+    result = CliRunner().invoke(main, ["cache", "verify", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "1 damaged" in result.output
+    assert f"DAMAGED  {bad.path}" in result.output and f"ok  {good.path}" in result.output
