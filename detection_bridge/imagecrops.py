@@ -30,6 +30,7 @@ from PIL import Image, ImageEnhance
 from torch.utils.data import Dataset
 
 from ._io import atomic_write_json, default_mode, read_json
+from .cache import check_free_space
 from .cropper import decode_image
 from .errors import CacheError, MalformedFileError
 from .imagefolder import ImageRecord
@@ -177,19 +178,23 @@ def open_or_build_decoded(records: Sequence[ImageRecord], root: str | os.PathLik
             log(f"rebuilding a damaged decoded-image store ({e})")
             shutil.rmtree(final, ignore_errors=True)
     final.parent.mkdir(parents=True, exist_ok=True)
+    check_free_space(final.parent, decoded_bytes_estimate(records), f"the decoded pixels of {len(records)} images")
     log(f"decoding {len(records)} images once into {final}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         rows, offset = [], 0
-        with open(tmp / "pixels.u8", "wb") as f:
-            for r in records:
-                image, _ = decode_image(r.image_path, record=f"{r.class_key}/{Path(r.image_path).name}")
-                pixels = np.asarray(image, dtype=np.uint8)
-                f.write(pixels.tobytes())
-                rows.append([offset, pixels.shape[0], pixels.shape[1]])
-                offset += pixels.size
-            f.flush()
-            os.fsync(f.fileno())
+        try:  # plain writes, never a memory-mapped sparse file: a full disk is this error, not a SIGBUS
+            with open(tmp / "pixels.u8", "wb") as f:
+                for r in records:
+                    image, _ = decode_image(r.image_path, record=f"{r.class_key}/{Path(r.image_path).name}")
+                    pixels = np.asarray(image, dtype=np.uint8)
+                    f.write(pixels.tobytes())
+                    rows.append([offset, pixels.shape[0], pixels.shape[1]])
+                    offset += pixels.size
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise CacheError(f"{tmp / 'pixels.u8'}: cannot write the decoded images: {e.strerror or e}") from None
         atomic_write_json(tmp / "index.json", {"version": DECODED_VERSION, "key": key, "rows": rows,
                                                "paths": [r.image_path for r in records]})
         os.chmod(tmp, default_mode(directory=True))

@@ -186,3 +186,38 @@ def test_decoded_store_round_trip_and_damage(folder: Path, tmp_path: Path) -> No
     assert torch.equal(ImageFolderDataset(records, 79, decoded=rebuilt)[8][0], expected[8])
     _image(Path(records[0].image_path), 40, 40, 99, "L")  # an edited image gets a new store
     assert open_or_build_decoded(records, folder, tmp_path / "cache").path != store.path
+
+
+def test_decoded_store_on_a_short_or_full_disk_is_a_clear_error_and_leaves_nothing(
+        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import shutil
+
+    import detection_bridge.cache as cache_mod
+    import detection_bridge.imagecrops as imagecrops_mod
+
+    records = load_imagefolder_split(folder, "train").records
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    with pytest.raises(CacheError, match=r"not enough disk space for the decoded pixels of \d+ images"):
+        open_or_build_decoded(records, folder, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", real_usage)
+
+    class FullDisk:  # the estimate passed, then the disk filled up while writing
+        def __init__(self, f):  # type: ignore[no-untyped-def]
+            self.f = f
+
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        def __exit__(self, *exc):  # type: ignore[no-untyped-def]
+            self.f.close()
+
+        def write(self, data):  # type: ignore[no-untyped-def]
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(imagecrops_mod, "open", lambda path, mode: FullDisk(open(path, mode)), raising=False)
+    with pytest.raises(CacheError, match=r"pixels\.u8: cannot write the decoded images: No space left"):
+        open_or_build_decoded(records, folder, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
