@@ -18,23 +18,25 @@ Building (:func:`build_cache`) is sharded by image (``shard_images`` images per 
 builds every n-th shard, so n processes (torchrun's local ranks) share the work; ``sync`` is their
 barrier-and-broadcast (:data:`Sync`, e.g. a gloo group with a long timeout). The shards go to a build
 folder ``.crops_<size>px_<key16>.<host>-<pid>.build`` renamed into place when complete: a reader sees a
-complete cache or none. The disk space is checked first (bytes needed vs free, an error naming the
+complete cache or none. One process builds a given cache at a time (a flock on ``.<cache>.lock``); a
+second one started on the same data waits and reuses it. The disk space is checked first (bytes needed vs free, an error naming the
 folder) and again before each shard; any failure removes the build folder, and build folders whose
 process is dead (a killed run) are removed by the next build under the same root.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._builds import build_lock, check_free_space, remove_stale_builds
 from ._io import atomic_write_json, default_mode, read_json
 from .boxes import CropGeometry, stored_size
 from .cropper import RESAMPLE_NAME, group_by_image, iter_image_crops
@@ -47,7 +49,6 @@ CACHE_VERSION = 4  # 4: a CRC-32 per shard
 DEFAULT_MARGIN = 0.2
 SHARD_IMAGES = 1000  # images per shard: ~7k train2017 crops, 150 MB of 299 px JPEG crops
 INDEX_NAME, LOCATE_NAME = "index.json", "locate.npy"
-STALE_UNOWNED_SECONDS = 24 * 3600  # build folders of an older format (no owner pid): removed when this old
 Sync = Callable[[Any], Any]  # barrier of all parts that returns part 0's value to every part
 
 
@@ -191,45 +192,6 @@ def open_cache(cache_root: str | os.PathLike, records: Sequence[CropRecord], siz
     return _open_valid(cache_path(cache_root, size, key), key)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_builds(cache_root: Path) -> list[Path]:
-    """Remove build folders left by killed runs: this host's whose process is dead, and folders of the
-    older format (no owner) untouched for a day. Returns what was removed."""
-    removed, host = [], socket.gethostname()
-    for path in cache_root.glob(".crops_*"):
-        name = path.name
-        if name.endswith(".build"):
-            owner = name[:-len(".build")].rsplit(".", 1)[-1]
-            owner_host, _, pid = owner.rpartition("-")
-            stale = owner_host == host and pid.isdigit() and not _pid_alive(int(pid))
-        else:
-            try:
-                stale = name.endswith(".tmp") and time.time() - path.stat().st_mtime > STALE_UNOWNED_SECONDS
-            except OSError:
-                stale = False
-        if stale and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def check_free_space(folder: Path, needed: int, what: str) -> None:
-    """Fail before writing when ``needed`` bytes (plus 1% slack) exceed the free space under ``folder``."""
-    free = shutil.disk_usage(folder).free
-    if needed * 1.01 > free:
-        raise CacheError(f"{folder}: not enough disk space for {what}: needs about {needed / 1e9:.2f} GB, "
-                         f"{free / 1e9:.2f} GB free (free space or set another cache folder)")
-
-
 def shard_groups(records: Sequence[CropRecord], shard_images: int = SHARD_IMAGES) -> list[list[tuple[str, list[int]]]]:
     """Image groups (decode-once units) cut into shards of ``shard_images`` images, in first-seen order."""
     groups = list(group_by_image(records).items())
@@ -338,25 +300,29 @@ def build_cache(records: Sequence[CropRecord], size: int, cache_root: str | os.P
     key = cache_key(records, size, geometry, margin, draft, storage=kind, data_root=data_root,
                     source_files=source_files)
     final = cache_path(root, size, key)
-    found, build_name = sync(_prepare(root, final, key) if part[0] == 0 else None)
-    if found:
-        return CropCache(final)
-    build, shards = root / build_name, shard_groups(records, shard_images)
-    header = {"version": CACHE_VERSION, "key": key, "size": int(size), "stored_size": stored, "margin": float(margin),
-              "draft": bool(draft), "storage": kind, "geometry": geometry.to_dict()}
-    try:
-        _build_part(records, build, shards, part, size, stored, geometry, kind, draft, workers, on_error, progress)
-        sync(None)
-        if part[0] == 0:
-            _finish(records, build, len(shards), header, category_map)
-            _replace_into(build, final, key)
-        sync(None)
-    except OSError as e:  # writing the index or renaming: a full or read-only disk
-        shutil.rmtree(build, ignore_errors=True)
-        raise CacheError(f"{build}: cannot finish the crop cache: {e.strerror or e}") from None
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
+    with contextlib.ExitStack() as held:
+        if part[0] == 0:  # one build of a cache at a time: a second process waits, then reuses it
+            held.enter_context(build_lock(root, final))
+        found, build_name = sync(_prepare(root, final, key) if part[0] == 0 else None)
+        if found:
+            return CropCache(final)
+        build, shards = root / build_name, shard_groups(records, shard_images)
+        header = {"version": CACHE_VERSION, "key": key, "size": int(size), "stored_size": stored,
+                  "margin": float(margin), "draft": bool(draft), "storage": kind, "geometry": geometry.to_dict()}
+        try:
+            _build_part(records, build, shards, part, size, stored, geometry, kind, draft, workers, on_error,
+                        progress)
+            sync(None)
+            if part[0] == 0:
+                _finish(records, build, len(shards), header, category_map)
+                _replace_into(build, final, key)
+            sync(None)
+        except OSError as e:  # writing the index or renaming: a full or read-only disk
+            shutil.rmtree(build, ignore_errors=True)
+            raise CacheError(f"{build}: cannot finish the crop cache: {e.strerror or e}") from None
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
     return CropCache(final)
 
 

@@ -30,7 +30,7 @@ from PIL import Image, ImageEnhance
 from torch.utils.data import Dataset
 
 from ._io import atomic_write_json, default_mode, read_json
-from .cache import check_free_space
+from ._builds import check_free_space
 from .cropper import decode_image
 from .errors import CacheError, MalformedFileError
 from .imagefolder import ImageRecord

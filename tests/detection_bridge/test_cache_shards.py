@@ -161,3 +161,27 @@ def test_flipped_bytes_inside_a_shard_are_found_and_the_cache_rebuilt(records, t
     assert open_cache(tmp_path, records, 31, storage=storage) is None  # never handed out
     rebuilt = build_cache(records, 31, tmp_path, storage=storage, shard_images=2)
     assert np.array_equal(_crops(rebuilt), good)
+
+
+def test_two_processes_building_one_cache_decode_it_once(records, tmp_path, monkeypatch):
+    """Two runs started together on the same data: the second waits for the first one's build (flock on
+    the cache's lock file) and reuses it instead of decoding everything again."""
+    import time
+
+    real, writers = cache_mod.write_shard, []
+
+    def slow_write(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        writers.append(threading.current_thread().name)
+        time.sleep(0.1)  # keeps the first build going while the second one arrives
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "write_shard", slow_write)
+    done = {}
+    threads = [threading.Thread(name=f"run{k}", target=lambda k=k: done.__setitem__(
+        k, build_cache(records, 31, tmp_path, shard_images=4))) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert done[0].path == done[1].path and len(set(writers)) == 1, writers  # one builder wrote every shard
+    assert [p.name for p in tmp_path.iterdir()] == [done[0].path.name]  # no lock file or build folder left
