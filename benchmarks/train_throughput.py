@@ -41,7 +41,8 @@ def _build(name: str, width: float) -> tuple[torch.nn.Module, int]:
 def measure(name: str, width: float, precision: str, batch: int, steps: int, warmup: int, device: str,
             channels_last: bool) -> dict:
     """Images/s and peak memory of training steps of one model (run in a child process)."""
-    from lowres.training.recipe import RMSpropTF, autocast, clip_gradients, inception_loss
+    from lowres.runtime import autocast
+    from lowres.training.recipe import RMSpropTF, clip_gradients, inception_loss
 
     dev = torch.device(device)
     torch.manual_seed(0)

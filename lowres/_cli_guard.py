@@ -43,7 +43,7 @@ def _expected_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
 
     from ._lock import FolderLockedError
     from .config import ConfigError
-    from .training.checkpoint import CheckpointError
+    from .checkpoint import CheckpointError
     from .training.engine import TrainingDiverged
 
     expected: tuple[type, ...] = (BridgeError, CheckpointError, FolderLockedError, TrainingDiverged, ValueError)

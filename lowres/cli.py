@@ -159,7 +159,7 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
     from detection_bridge.errors import BridgeError
 
     from .config import default_train_config, load_config
-    from .training.checkpoint import CheckpointError
+    from .checkpoint import CheckpointError
     from .training.run import train as run_training
 
     if out_dir is None and not print_config:
@@ -213,7 +213,7 @@ def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detectio
     """Top-1/top-5, balanced accuracy, per size bucket, per class, confusion matrix, bootstrap CI of a checkpoint."""
     from detection_bridge.errors import BridgeError
 
-    from .training.checkpoint import CheckpointError
+    from .checkpoint import CheckpointError
     from .training.evaluate import evaluate_checkpoint
 
     try:
@@ -233,10 +233,12 @@ def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detectio
 
 def _checkpoint_data(checkpoint: str) -> str:
     """``rescore`` without --data/--images: the checkpoint's training data folder, saying so."""
-    from .training.checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
     from .training.evaluate import checkpoint_data_path
 
-    path = checkpoint_data_path(load_checkpoint(checkpoint), checkpoint, lambda m: click.echo(m, err=True))
+    state = load_checkpoint(checkpoint)
+    path = checkpoint_data_path(state["config"]["data"].get("path"), state.get("provenance") or [], checkpoint,
+                                lambda m: click.echo(m, err=True))
     if path is None:
         raise click.UsageError(f"{checkpoint} was trained on the synthetic set: give --data DIR [--split S] or "
                                "--images DIR [--annotations FILE]")
@@ -298,7 +300,7 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
     from .rcnn import SecondStage
     from .rcnn.calibrate import rescore_fusions
     from .rcnn.files import metrics_table, rescore_file
-    from .training.checkpoint import CheckpointError
+    from .checkpoint import CheckpointError
 
     if data is not None and (images is not None or annotations is not None):
         raise click.UsageError("give either --data DIR [--split S] or --images DIR [--annotations FILE], not both")
@@ -309,7 +311,7 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
         from tqdm.auto import tqdm
 
         from .rcnn.files import load_label_map
-        from .training.distributed import resolve_device
+        from .runtime import resolve_device
 
         mapping = load_label_map(label_map) if label_map else None
         if data is None and images is None:
@@ -357,7 +359,7 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
 def export(checkpoint: str, fmt: str, out_file: str, softmax: bool, no_ema: bool, opset: int) -> None:
     """Export the eval-mode classifier (input: normalised crops N x 3 x S x S, dynamic N) with its metadata."""
     from .export import export_checkpoint, load_metadata
-    from .training.checkpoint import CheckpointError
+    from .checkpoint import CheckpointError
 
     try:
         path = export_checkpoint(checkpoint, out_file, fmt, softmax=softmax, use_ema=not no_ema, opset=opset)
@@ -393,7 +395,7 @@ def bench(preset: str, data: str | None, seeds: int | None, variants: str | None
     from detection_bridge.errors import BridgeError
 
     from .bench import BenchError, load_bench_preset, run_bench
-    from .training.checkpoint import CheckpointError
+    from .checkpoint import CheckpointError
 
     args = ["lowres", "bench", "--preset", preset, *(["--data", data] if data else []),
             *(["--seeds", str(seeds)] if seeds else []), *(["--variants", variants] if variants else []),

@@ -22,7 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import __version__
 from ._atomic import atomic_write_bytes, atomic_write_json
+from .builder import load_model
 
 __all__ = ["FORMATS", "ExportableClassifier", "export_model", "export_checkpoint", "export_metadata", "load_metadata"]
 
@@ -61,8 +63,6 @@ def export_metadata(model: nn.Module, category_map: Any, geometry: Any, *, softm
     ``input_size`` (default: the stem's) is the side the model takes; ``crop_size`` the side to cut from the
     image before a bilinear resize to ``input_size`` (they differ only for upsample-79 checkpoints).
     """
-    from . import __version__
-
     size = int(input_size or getattr(model, "stem"))
     return {"format": fmt, "lowres_version": __version__, "stem": int(getattr(model, "stem")), "input_size": size,
             "crop_size": int(crop_size or size),
@@ -127,12 +127,11 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str, *, category
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt: str, *, softmax: bool = False,
                       use_ema: bool = True, opset: int = DEFAULT_OPSET) -> Path:
-    """:func:`export_model` for a ``lowres train`` checkpoint (its EMA weights by default)."""
-    from .rcnn.checkpoints import load_for_inference
-
+    """:func:`export_model` for a ``lowres train`` checkpoint (:func:`lowres.builder.load_model`: its EMA weights
+    by default, with the crop and input sizes it was trained with)."""
     if fmt == "onnx":
         check_opset(opset)  # before loading anything
-    loaded = load_for_inference(checkpoint, use_ema=use_ema)
+    loaded = load_model(checkpoint, use_ema=use_ema)
     return export_model(loaded.model, out, fmt, category_map=loaded.category_map, geometry=loaded.geometry,
                         softmax=softmax, opset=opset, input_size=loaded.input_size, crop_size=loaded.crop_size)
 

@@ -12,18 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["SIZE_BUCKETS", "topk_predictions", "confusion_matrix", "bootstrap_ci", "classification_metrics"]
+__all__ = ["SIZE_BUCKETS", "confusion_matrix", "bootstrap_ci", "classification_metrics"]
 
 SIZE_BUCKETS = ("small", "medium", "large")  # COCO: area < 32^2, < 96^2, otherwise
-
-
-def topk_predictions(logits: Any, k: int = 5) -> np.ndarray:
-    """Indices of the k largest logits per row, best first ([N, min(k, C)] int64)."""
-    import torch
-
-    logits_t = torch.as_tensor(logits)
-    k = min(k, logits_t.shape[1])
-    return logits_t.float().topk(k, dim=1).indices.cpu().numpy().astype(np.int64)
 
 
 def confusion_matrix(targets: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

@@ -17,28 +17,23 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..builder import build_model_from_config
 from ..config import Config
-from ..training.distributed import resolve_device
-from ..training.recipe import autocast
+from ..models.profile import count_parameters, forward_flops
+from ..runtime import autocast, memory_format, resolve_device
 from .variants import ThroughputSpec
 
-__all__ = ["build_bench_model", "profile_variant", "measure_throughput", "speeds_differ"]
+__all__ = ["profile_variant", "measure_throughput", "speeds_differ"]
 
 
-def build_bench_model(cfg: Config, num_classes: int) -> nn.Module:
+def _fresh_model(cfg: Config, num_classes: int) -> nn.Module:
     """The variant's architecture with fresh weights (speed and FLOPs do not depend on the weights)."""
-    from .. import build_model
-
-    m = cfg.model
-    return build_model(m.stem, num_classes, width=m.width, min_depth=m.min_depth, aux_logits=m.aux_logits,
-                       dropout=m.dropout).eval()
+    return build_model_from_config(cfg, num_classes, pretrained=False).eval()
 
 
 def profile_variant(cfg: Config, num_classes: int, input_size: int) -> dict[str, Any]:
     """``params`` and forward ``gflops`` (one image, a multiply-add counts 2) at ``input_size``."""
-    from ..models.profile import count_parameters, forward_flops
-
-    model = build_bench_model(cfg, num_classes)
+    model = _fresh_model(cfg, num_classes)
     return {"params": count_parameters(model), "gflops": forward_flops(model, input_size) / 1e9}
 
 
@@ -83,8 +78,8 @@ def measure_throughput(variants: dict[str, tuple[Config, int, int]], spec: Throu
         device = resolve_device(cfg.train.device)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        fmt = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
-        model = build_bench_model(cfg, num_classes).to(device=device, memory_format=fmt)
+        fmt = memory_format(cfg.model.channels_last)
+        model = _fresh_model(cfg, num_classes).to(device=device, memory_format=fmt)
         x = torch.randn(spec.batch, 3, size, size, device=device).contiguous(memory_format=fmt)
         prepared[name] = (model, x, cfg.train.precision)
     for model, x, precision in prepared.values():  # first calls build kernels (oneDNN, cuDNN): keep them untimed

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_path
+from ..training.monitor import epoch_series, read_scalars
 from .report import bucket_names, has_size_buckets
 
 __all__ = ["write_plots", "run_curves"]
@@ -155,8 +156,6 @@ def _curves_from_history(history: list[dict[str, Any]]) -> dict[str, list[tuple[
 
 def run_curves(run_dir: str | Path, history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     """A run's learning curves from its scalars.csv (the file training wrote), or from ``history``."""
-    from ..training.monitor import epoch_series, read_scalars
-
     rows = read_scalars(run_dir)
     if not rows:
         return _curves_from_history(history)

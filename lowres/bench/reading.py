@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .measure import speeds_differ
+
 __all__ = ["reading", "pct", "pts", "floor", "leaders"]
 
 
@@ -108,8 +110,6 @@ def _small_sentence(rows: dict[str, dict[str, Any]]) -> str | None:
 
 def _speed_ratio(name: str, r: dict[str, Any], base: dict[str, Any]) -> str:
     """A speed ratio only where the two ranges over rounds do not overlap (else: cannot be told apart)."""
-    from .measure import speeds_differ
-
     a = {"rounds": r.get("images_per_s_rounds")}
     b = {"rounds": base.get("images_per_s_rounds")}
     if speeds_differ(a, b):

@@ -23,17 +23,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 import yaml
 
 from .._atomic import atomic_write_json
-from ..provenance import git_state
+from ..builder import load_model
 from ..config import Config
-from ..training import checkpoint as ckpt
-from ..training.data import load_split_data, resolve_data_dir
-from ..training.distributed import DistEnv, resolve_device
-from ..training.evaluate import evaluate_with_predictions, model_from_state
+from ..provenance import git_state
+from ..runtime import resolve_device
+from ..training.evaluate import evaluate
 from ..training.run import train
 from .measure import measure_throughput, profile_variant
+from .plots import run_curves, write_plots
+from .report import build_report, write_report
 from .variants import VARIANTS, BenchSpec, variant_config
 
 __all__ = ["BenchError", "run_bench", "run_variant", "evaluate_run", "config_differences", "RUNTIME_KEYS"]
@@ -54,12 +56,11 @@ def _stderr(message: str) -> None:
 
 
 def _quiet_repeats(log: Log) -> Log:
-    """Each distinct note once (the synthetic-data note would repeat per variant), and no training-code
-    note about a missing checkpoint: the bench always asks to resume and a fresh start is the normal case."""
+    """Each distinct note once: the synthetic-data note would repeat per variant."""
     seen: set[str] = set()
 
     def emit(message: str) -> None:
-        if message in seen or message.startswith("--resume: no checkpoint"):
+        if message in seen:
             return
         if message.startswith("note:"):
             seen.add(message)
@@ -105,28 +106,18 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
 def evaluate_run(cfg: Config, run_dir: Path, log: Log = _stderr) -> dict[str, Any]:
     """Evaluate the run's final checkpoint (EMA weights when configured) on the validation split.
 
-    The same evaluation as ``lowres eval`` (``evaluate_with_predictions``), keeping the per-crop predictions
-    the report needs for seed aggregation and paired comparisons between variants.
+    ``lowres eval``'s evaluation (:func:`lowres.training.evaluate.evaluate`) under the run's own config, so it
+    scores the crops training validated on, keeping the per-crop predictions the report needs for seed
+    aggregation and paired comparisons between variants.
     """
-    from detection_bridge.records import CategoryMap
-
-    env = DistEnv(device=resolve_device(cfg.train.device))
-    state = ckpt.load_checkpoint(run_dir / "last.pt", map_location="cpu")
-    cmap = CategoryMap.from_dict(state["category_map"])
-    data_dir = resolve_data_dir(cfg, env=env, log=lambda m: None)
-    split = load_split_data(data_dir, cfg.data.val_split, cfg, train=False, env=env, log=lambda m: None,
-                            category_map=cmap)
-    model, weights = model_from_state(state, use_ema=cfg.eval.use_ema)
-    metrics, out = evaluate_with_predictions(model.to(env.device), split, cfg, env.device)
-    records = [split.records[i] for i in out["indices"]]
-    topk, targets = out["topk"], out["targets"]
-    predictions = {"keys": [f"{r.source}:{r.source_id}" for r in records],
-                   "size_bucket": [r.size_bucket for r in records], "target": targets.tolist(),
-                   "top1": topk[:, 0].tolist(), "top5_hit": (topk[:, :5] == targets[:, None]).any(axis=1)
-                   .astype(int).tolist()}
-    log(f"  val: top-1 {metrics['top1']:.4f} on {metrics['count']} crops ({weights} weights, epoch {state['epoch']})")
-    return {"metrics": metrics, "predictions": predictions, "weights": weights, "epochs": int(state["epoch"]),
-            "steps": int(state["global_step"]), "num_classes": cmap.num_classes, "data_dir": str(data_dir)}
+    loaded = load_model(run_dir / "last.pt", use_ema=cfg.eval.use_ema, device=cfg.train.device)
+    result = evaluate(loaded, cfg, cfg.data.val_split)
+    metrics = result.metrics
+    log(f"  val: top-1 {metrics['top1']:.4f} on {metrics['count']} crops ({loaded.weights} weights, "
+        f"epoch {loaded.epoch})")
+    return {"metrics": metrics, "predictions": result.per_crop(), "weights": loaded.weights,
+            "epochs": int(loaded.epoch or 0), "steps": int(loaded.global_step or 0),
+            "num_classes": loaded.category_map.num_classes, "data_dir": str(result.data_dir)}
 
 
 def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: bool = True,
@@ -142,7 +133,7 @@ def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: b
     if saved.is_file():
         _check_same_config(run_dir, yaml.safe_load(saved.read_text(encoding="utf-8")), cfg, "training run")
     resumed = (run_dir / "last.pt").is_file()
-    summary = train(cfg, run_dir, resume=True, progress=progress, log=log, command=command)
+    summary = train(cfg, run_dir, resume="auto", progress=progress, log=log, command=command)
     result = evaluate_run(cfg, run_dir, log)
     history = _history(run_dir)
     result.update(variant=name, seed=seed, config=cfg.to_dict(), history=history, resumed=resumed,
@@ -155,8 +146,6 @@ def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: b
 
 def environment(cfg: dict[str, Any]) -> dict[str, Any]:
     """What the speed and time columns were measured on."""
-    import torch
-
     device = resolve_device(cfg["train"]["device"])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
                                                                              platform.machine())
@@ -195,9 +184,6 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
     ``data``: a coco-mini-layout folder (train on ``data.train_split``, report on ``data.val_split``);
     None = the generated synthetic set (printed as a note). Returns the report dict (report.json).
     """
-    from .plots import run_curves, write_plots
-    from .report import build_report, write_report
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = _quiet_repeats(log)

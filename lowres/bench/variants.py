@@ -33,6 +33,7 @@ import yaml
 
 from ..config import Config, ConfigError, apply_overrides, parse_override, preset_path
 from ..models import STEMS, min_input_size
+from ..runtime import model_input_size
 
 __all__ = ["Variant", "VARIANTS", "PAPER_TABLE2", "ThroughputSpec", "BenchSpec", "load_bench_preset",
            "bench_preset_path", "variant_config"]
@@ -53,8 +54,8 @@ class Variant:
 
     @property
     def input_size(self) -> int:
-        """Side of the images the model sees."""
-        return self.upsample_to or self.crop
+        """Side of the images the model sees (:func:`lowres.runtime.model_input_size`, the rule training uses)."""
+        return model_input_size(self.stem, self.crop, self.upsample_to)
 
     @property
     def paper_top1(self) -> Optional[float]:

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from detection_bridge.boxes import CropGeometry
 from detection_bridge.records import CategoryMap
 
-from ..training.recipe import autocast
+from ..builder import load_model
+from ..runtime import autocast
 from .crops import batch_images, check_boxes, check_images, context_regions, iter_roi_crops
 from .fusion import Fusion, LabelSpace, fuse_with
 
@@ -101,11 +102,10 @@ class SecondStage(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", *, use_ema: bool = True,
                         **kwargs: Any) -> "SecondStage":
-        """Load a ``lowres train`` checkpoint (its EMA weights when present and ``use_ema``); ``kwargs`` go
-        to the constructor (``chunk_size``, ``precision``, ``sampling_ratio``, ``channels_last``)."""
-        from .checkpoints import load_for_inference
-
-        loaded = load_for_inference(path, use_ema=use_ema)
+        """Load a ``lowres train`` checkpoint (:func:`lowres.builder.load_model`: its EMA weights when present
+        and ``use_ema``, the geometry and crop/input sizes it was trained with); ``kwargs`` go to the
+        constructor (``chunk_size``, ``precision``, ``sampling_ratio``, ``channels_last``)."""
+        loaded = load_model(path, use_ema=use_ema, device=device)
         kwargs.setdefault("crop_size", loaded.crop_size)
         return cls(loaded.model, loaded.category_map, loaded.geometry, loaded.input_size, **kwargs).to(device)
 
@@ -138,7 +138,7 @@ class SecondStage(nn.Module):
         """Softmax of the model over normalised crops ``(N, 3, S, S)`` (one chunk), as float32."""
         device = self.device
         crops = crops.to(device)
-        if crops.shape[-1] != self.input_size:  # upsample-79: as lowres.training.data.UpsampledDataset
+        if crops.shape[-1] != self.input_size:  # upsample-79: as training's UpsampledDataset
             crops = F.interpolate(crops, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         if self.channels_last:
             crops = crops.contiguous(memory_format=torch.channels_last)

@@ -1,9 +1,11 @@
-"""Training and evaluation (paper sections 7, 8, 10): recipe, pure loops, runs, checkpoints, DDP.
+"""Training and evaluation (paper sections 7, 8, 10): recipe, pure loops, runs, resume state, DDP.
 
 ``train(cfg, out_dir)`` runs a whole training (``lowres train``); ``evaluate_checkpoint`` scores a checkpoint
-(``lowres eval``); ``evaluate_model`` is the one evaluation path both use.
+(``lowres eval``); ``evaluate`` is the one evaluation entry point both it and the bench use, and
+``evaluate_model`` the evaluation pass that validation during training shares with it. A checkpoint becomes a
+model through :func:`lowres.builder.load_model`.
 """
-from .evaluate import evaluate_checkpoint, evaluate_model, load_model_from_checkpoint
-from .run import build_model_from_config, train
+from .evaluate import Evaluation, evaluate, evaluate_checkpoint, evaluate_model
+from .run import train
 
-__all__ = ["train", "evaluate_checkpoint", "evaluate_model", "load_model_from_checkpoint", "build_model_from_config"]
+__all__ = ["train", "evaluate", "Evaluation", "evaluate_checkpoint", "evaluate_model"]

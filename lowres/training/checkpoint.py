@@ -1,89 +1,21 @@
-"""Checkpoints: atomic writes, exact resume, ``weights_only`` loading.
-
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so ``torch.load(path,
-weights_only=True)`` reads it without unpickling arbitrary code: the config and category map are stored as
-plain dicts, RNG states as lists/tensors. It is written to a temporary file in the same folder and renamed
-over the old one (``os.replace`` is atomic on POSIX), so a SIGKILL at any moment leaves either the old or
-the new checkpoint, never half of one.
-
-Integrity: every checkpoint stores ``checksum``, a SHA-256 over its whole content (every tensor's dtype, shape
-and bytes, every number and string, in key order), verified on every load. A flipped byte in the file either
-breaks the archive or changes a value; both are reported as a corrupted checkpoint instead of training or
-evaluating on damaged weights. (Checkpoints of version 1, written before checksums existed, load unverified.)
+"""What resuming a training run needs beyond the checkpoint file (:mod:`lowres.checkpoint`): RNG states in
+``weights_only``-loadable form, the periodic ``checkpoints/epoch_NNNN.pt`` history, and the check that a
+checkpoint belongs to the run that wants to continue it.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._atomic import atomic_write_bytes
+from ..checkpoint import CheckpointError, save_checkpoint
 
-__all__ = ["CheckpointError", "save_checkpoint", "save_periodic", "load_checkpoint", "capture_rng_state",
-           "restore_rng_state",
-           "check_compatible", "state_checksum", "require_category_map", "CHECKPOINT_VERSION"]
+__all__ = ["save_periodic", "capture_rng_state", "restore_rng_state", "check_compatible"]
 
-CHECKPOINT_VERSION = 2  # 2: with a checksum
 COMPATIBILITY_KEYS = ("model.stem", "model.width", "model.min_depth", "model.aux_logits")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or incompatible with the requested run."""
-
-
-def state_checksum(state: Any) -> str:
-    """SHA-256 over ``state``'s structure and values (tensors by dtype, shape and bytes), in key order."""
-    digest = hashlib.sha256()
-
-    def visit(node: Any) -> None:
-        if isinstance(node, torch.Tensor):
-            t = node.detach().cpu().contiguous()
-            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        elif isinstance(node, dict):
-            digest.update(f"D{len(node)}".encode())
-            for key in node:
-                digest.update(f"K{key!r}".encode())
-                visit(node[key])
-        elif isinstance(node, (list, tuple)):
-            digest.update(f"L{len(node)}".encode())
-            for item in node:
-                visit(item)
-        else:
-            digest.update(f"V{type(node).__name__}:{node!r}".encode())
-
-    visit(state)
-    return digest.hexdigest()
-
-
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` with its checksum to ``path`` atomically (serialised in memory, then temporary file,
-    fsync, ``os.replace``): a full disk is an ``OSError`` naming ``path``, never a half-written file."""
-    full = {"version": CHECKPOINT_VERSION, **{k: v for k, v in state.items() if k != "checksum"}}
-    full["checksum"] = state_checksum(full)
-    buffer = io.BytesIO()
-    torch.save(full, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _read(path: Path, map_location: str | torch.device) -> Any:
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint (an interrupted copy?)")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not a lowres checkpoint: not a PyTorch archive ({size} bytes; a text "
-                              "file, another format, or a corrupted checkpoint)")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # damaged archive, or foreign content weights_only refuses
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is corrupted or not a lowres checkpoint: {detail[:300]}") from None
 
 
 def save_periodic(state: dict[str, Any], out_dir: str | Path, epoch: int, *, keep: int) -> Path | None:
@@ -98,30 +30,6 @@ def save_periodic(state: dict[str, Any], out_dir: str | Path, epoch: int, *, kee
     for old in periodic[:-keep]:
         old.unlink(missing_ok=True)
     return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` and verify its checksum; a clear error when it is
-    missing, empty, foreign, damaged or lacks what every lowres checkpoint has."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    state = _read(path, map_location)
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise CheckpointError(f"{path} is not a lowres training checkpoint (no model/config entries)")
-    if "checksum" in state or state.get("version") != 1:  # only version 1 predates checksums
-        stored = state.get("checksum")
-        if stored != state_checksum({k: v for k, v in state.items() if k != "checksum"}):
-            raise CheckpointError(f"{path} is corrupted: its content does not match its checksum (damaged on disk "
-                                  "or edited); use another checkpoint (best.pt, an earlier copy)")
-    return state
-
-
-def require_category_map(state: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """The checkpoint's category map; without one its outputs mean nothing (an error naming the file)."""
-    if not isinstance(state.get("category_map"), dict) or not state["category_map"]:
-        raise CheckpointError(f"{path} has no category map: it cannot say what its outputs mean")
-    return state["category_map"]
 
 
 def capture_rng_state() -> dict[str, Any]:

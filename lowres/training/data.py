@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..config import Config
+from ..runtime import crop_size, geometry_from_config, input_size
 from .distributed import DistEnv, barrier, node_part, node_sync
 
 __all__ = ["SplitData", "resolve_data_dir", "load_split_data", "SeededDataset", "train_loader", "eval_loader",
@@ -53,13 +54,6 @@ def resolve_data_dir(cfg: Config, *, env: DistEnv, log: Callable[[str], None]) -
     log(f"note: no data path given (--data / data.path): using the generated synthetic set at {out}; "
         "its numbers check the pipeline, they say nothing about COCO")
     return out
-
-
-def geometry_from_config(cfg: Config) -> Any:
-    """The bridge's CropGeometry for the config's crop section (mean/std: the bridge's 0.5, Inception's)."""
-    from detection_bridge.boxes import CropGeometry
-
-    return CropGeometry(context=cfg.crop.context, mode=cfg.crop.mode)
 
 
 def _subset(records: list, limit: int | None, seed: int) -> list:
@@ -146,16 +140,6 @@ def _dataset(records: list, cache: Any, geometry: Any, cfg: Config, *, train: bo
     dataset = CropDataset(None if cache is not None else records, size, geometry=geometry, train=train and a.enabled,
                           cache=cache, margin=cfg.crop.margin, transform=transform)
     return UpsampledDataset(dataset, cfg.crop.upsample_to) if cfg.crop.upsample_to else dataset
-
-
-def crop_size(cfg: Config) -> int:
-    """Side of the crops cut from the original pixels: ``crop.size``, else the stem's input size."""
-    return int(cfg.crop.size or cfg.model.stem)
-
-
-def input_size(cfg: Config) -> int:
-    """Side of the images the model sees: ``crop.upsample_to`` when set, else the crop side."""
-    return int(cfg.crop.upsample_to or crop_size(cfg))
 
 
 class UpsampledDataset(Dataset):

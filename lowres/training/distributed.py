@@ -16,8 +16,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from ..runtime import resolve_device
+
 __all__ = ["DistEnv", "setup_distributed", "cleanup_distributed", "wrap_model", "ResumableSampler", "barrier",
-           "all_reduce_sum", "all_gather_object", "broadcast_state", "resolve_device", "node_part", "node_sync"]
+           "all_reduce_sum", "all_gather_object", "broadcast_state", "node_part", "node_sync"]
 
 HOST_WORK_TIMEOUT = timedelta(hours=6)  # crop cache builds: hours on full COCO, far beyond NCCL's 10 minutes
 _NODE_GROUP: Any = None
@@ -40,27 +42,6 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's GPU when CUDA is available, else CPU; anything else as torch reads it.
-
-    A device that does not exist here (``cuda`` without a GPU, ``cuda:3`` on a 2-GPU machine, a typo) is a
-    ``ValueError`` now, before any data is read, instead of a RuntimeError deep inside the first ``.to()``.
-    """
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device {name!r} is not a torch device (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: no CUDA GPU is available here; use --device cpu (or auto)")
-    if device.type == "cuda" and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    return device
 
 
 def setup_distributed(device: str = "auto") -> DistEnv:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .recipe import EpochLR, ModelEma, autocast, clip_gradients, inception_loss
+from ..runtime import autocast
+from .recipe import EpochLR, ModelEma, clip_gradients, inception_loss
 
 __all__ = ["EpochTotals", "StepInfo", "TrainingDiverged", "train_one_epoch", "predict"]
 

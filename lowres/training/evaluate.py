@@ -1,5 +1,9 @@
-"""Evaluation: one function for validation during training and for ``lowres eval`` on a checkpoint.
+"""Evaluation: one path for validation during training, ``lowres eval`` and the bench.
 
+:func:`evaluate` is the one entry point from a loaded checkpoint (:func:`lowres.builder.load_model`) and a
+config to numbers: it resolves the data folder, loads the split under the checkpoint's category map, predicts
+and scores. ``lowres eval`` (:func:`evaluate_checkpoint`) calls it with the checkpoint's own config and the
+command's data options; the bench with each run's config, so it scores the crops training validated on.
 Numbers come from :func:`lowres.metrics.classification_metrics` over the model's top-5 predictions, with each
 crop's COCO size bucket looked up from its record, so "top-1 on small objects" means the same thing
 everywhere in the project.
@@ -7,6 +11,7 @@ everywhere in the project.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,16 +19,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from detection_bridge.layout import check_data_dir
+
 from .._atomic import atomic_write_json
+from ..builder import LoadedModel, load_model
 from ..config import Config
 from ..metrics import classification_metrics
-from . import checkpoint as ckpt
+from ..runtime import resolve_device
 from .data import SplitData, eval_loader, load_split_data, resolve_data_dir
-from .distributed import DistEnv, all_gather_object, resolve_device
+from .distributed import DistEnv, all_gather_object
 from .engine import predict
 
-__all__ = ["evaluate_model", "evaluate_checkpoint", "load_model_from_checkpoint", "model_from_state",
-           "checkpoint_data_path"]
+__all__ = ["evaluate", "Evaluation", "evaluate_model", "evaluate_with_predictions", "evaluate_checkpoint",
+           "eval_config", "checkpoint_data_path"]
+
+Log = Callable[[str], None]
 
 
 def evaluate_model(model: nn.Module, split: SplitData, cfg: Config, device: torch.device,
@@ -71,39 +81,80 @@ def evaluate_with_predictions(model: nn.Module, split: SplitData, cfg: Config, d
     return metrics, out
 
 
-def _eval_config(state: dict[str, Any], *, data: str | None, boxes: str | None, detections_file: str | None,
-                 batch_size: int | None, device: str) -> Config:
-    """The checkpoint's own config with the evaluation's data choices (start weights are not re-read)."""
-    raw = state["config"]
-    # One pass: the crops stream from the JPEGs (decoded once per image) instead of filling a cache read once.
-    data_over: dict[str, Any] = {"max_val": None, "background": bool(state["category_map"].get("background", False)),
-                                 "cache": False}
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate` found: ``metrics`` (``classification_metrics`` plus ``seconds``, ``images_per_s``),
+    ``output`` (``predict``'s per-crop ``topk``, ``targets``, ``indices`` into ``split.records``), and where."""
+
+    loaded: LoadedModel
+    config: Config
+    data_dir: Path
+    split_name: str
+    split: SplitData
+    metrics: dict[str, Any]
+    output: dict[str, Any]
+
+    def report(self) -> dict[str, Any]:
+        """``lowres eval``'s JSON: what was evaluated on what, then every metric."""
+        cfg, loaded = self.config, self.loaded
+        return {"checkpoint": str(loaded.path), "data": str(self.data_dir), "split": self.split_name,
+                "boxes": cfg.data.boxes, "weights": loaded.weights, "epoch": loaded.epoch, "stem": cfg.model.stem,
+                "width": cfg.model.width, "num_classes": loaded.category_map.num_classes,
+                "data_summary": self.split.summary, **self.metrics}
+
+    def per_crop(self) -> dict[str, list]:
+        """Each crop's key, size bucket, target, top-1 and top-5 hit, in dataset order: what pairs variants crop
+        by crop (the bench's seed aggregation and paired differences)."""
+        records = [self.split.records[i] for i in self.output["indices"]]
+        topk, targets = self.output["topk"], self.output["targets"]
+        return {"keys": [f"{r.source}:{r.source_id}" for r in records],
+                "size_bucket": [r.size_bucket for r in records], "target": targets.tolist(),
+                "top1": topk[:, 0].tolist(),
+                "top5_hit": (topk[:, :5] == targets[:, None]).any(axis=1).astype(int).tolist()}
+
+
+def evaluate(loaded: LoadedModel, cfg: Config, split: str, *, log: Log | None = None) -> Evaluation:
+    """Evaluate a loaded checkpoint on ``split`` of ``cfg``'s data (on ``cfg.train.device``), the split read
+    under the checkpoint's category map (another class set is an error naming both)."""
+    log = log or (lambda message: None)
+    env = DistEnv(device=resolve_device(cfg.train.device))
+    data_dir = resolve_data_dir(cfg, env=env, log=log)
+    split_data = load_split_data(data_dir, split, cfg, train=False, env=env, log=log,
+                                 category_map=loaded.category_map)
+    metrics, output = evaluate_with_predictions(loaded.model.to(env.device), split_data, cfg, env.device)
+    return Evaluation(loaded, cfg, data_dir, split, split_data, metrics, output)
+
+
+def eval_config(loaded: LoadedModel, *, data: str | None, boxes: str | None, detections_file: str | None,
+                batch_size: int | None, device: str) -> Config:
+    """The checkpoint's own config with ``lowres eval``'s data choices: every validation crop (no
+    ``data.max_val``), the background class as trained, and crops streamed from the JPEGs (one pass decodes
+    each image once instead of filling a cache read once)."""
+    raw = loaded.config.to_dict()
+    data_over: dict[str, Any] = {"max_val": None, "background": loaded.category_map.background, "cache": False}
     for key, value in (("path", data), ("boxes", boxes), ("detections_file", detections_file)):
         if value is not None:
             data_over[key] = str(value)
-    return Config.from_dict({**raw, "model": {**raw["model"], "weights": None},
-                             "train": {**raw["train"], "device": device},
+    return Config.from_dict({**raw, "train": {**raw["train"], "device": device},
                              "data": {**raw["data"], **data_over},
                              "eval": {**raw["eval"], **({"batch_size": batch_size} if batch_size else {})}},
                             source="checkpoint config with eval options")
 
 
-def checkpoint_data_path(state: dict[str, Any], checkpoint: str | Path, log: Callable[[str], None]) -> str | None:
-    """The training data folder of a checkpoint, for commands given no ``--data``; says that it uses it.
+def checkpoint_data_path(raw: str | None, provenance: list[dict[str, Any]], checkpoint: str | Path,
+                         log: Log) -> str | None:
+    """The training data folder of a checkpoint (its ``data.path`` ``raw`` and ``provenance`` records), for
+    commands given no ``--data``; says that it uses it.
 
     A relative ``data.path`` meant the folder relative to where training ran: it is tried from here, then as
     the absolute path that the run's provenance recorded, then relative to the training's working directory.
     None for a run on the synthetic set (its folder is regenerated on demand).
     """
-    from detection_bridge.layout import check_data_dir
-
-    raw = state["config"]["data"].get("path")
     if raw is None:
         return None
-    records = state.get("provenance") or []
     candidates = [Path(raw).expanduser()]
-    if not candidates[0].is_absolute() and records:
-        last = records[-1]
+    if not candidates[0].is_absolute() and provenance:
+        last = provenance[-1]
         candidates += [Path(p) for p in (last.get("data", {}).get("path"),) if p]
         candidates += [Path(last["cwd"]) / raw] if last.get("cwd") else []
     found = next((c for c in candidates if c.is_dir()), candidates[0])
@@ -114,80 +165,24 @@ def checkpoint_data_path(state: dict[str, Any], checkpoint: str | Path, log: Cal
     return str(found.resolve())
 
 
-def model_from_state(state: dict[str, Any], *, use_ema: bool = True, path: str | Path = "checkpoint"
-                     ) -> tuple[nn.Module, str]:
-    """Rebuild a checkpoint's model from its own config and load its weights (the EMA ones by default).
-
-    Returns ``(model in eval mode, "ema" | "model")``; the start weights (``model.weights``) are not re-read.
-    """
-    from detection_bridge.records import CategoryMap
-
-    from .run import build_model_from_config
-
-    raw = state["config"]
-    cfg = Config.from_dict({**raw, "model": {**raw["model"], "weights": None}}, source="checkpoint config")
-    model = build_model_from_config(cfg, CategoryMap.from_dict(state["category_map"]).num_classes)
-    which = "ema" if use_ema and state.get("ema") is not None else "model"
-    load_weights(model, state["ema"]["module"] if which == "ema" else state["model"], path)
-    return model.eval(), which
-
-
-def load_weights(model: nn.Module, weights: dict[str, Any], path: str | Path) -> None:
-    """``model.load_state_dict`` whose mismatch (missing, unexpected or misshapen tensors) is a
-    :class:`CheckpointError` naming the file, not a RuntimeError listing hundreds of keys."""
-    try:
-        model.load_state_dict(weights)
-    except (RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])[:300]
-        raise ckpt.CheckpointError(f"{path}: its weights do not fit the model its config describes ({detail})") from None
-
-
-def load_model_from_checkpoint(path: str | Path, *, use_ema: bool = True, map_location: str | torch.device = "cpu"
-                               ) -> tuple[nn.Module, dict[str, Any], Any, Any]:
-    """``(model in eval mode on map_location, config dict, CategoryMap, CropGeometry)`` of a ``lowres train``
-    checkpoint (read with ``weights_only=True``): the one place where a checkpoint becomes a model, shared by
-    ``lowres eval``, the R-CNN second stage and export."""
-    from detection_bridge.records import CategoryMap
-
-    from .data import geometry_from_config
-
-    state = ckpt.load_checkpoint(path, map_location="cpu")
-    ckpt.require_category_map(state, path)
-    model, _ = model_from_state(state, use_ema=use_ema, path=path)
-    cfg = Config.from_dict(state["config"], source=f"{path} config")
-    return (model.to(map_location), state["config"], CategoryMap.from_dict(state["category_map"]),
-            geometry_from_config(cfg))
-
-
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, split: str = "val",
                         boxes: str | None = "gt", detections_file: str | None = None, use_ema: bool = True,
                         batch_size: int | None = None, device: str = "auto", out: str | Path | None = None,
-                        log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Evaluate a training checkpoint (its EMA weights by default) on a split; optionally write JSON.
+                        log: Log | None = None) -> dict[str, Any]:
+    """``lowres eval``: evaluate a training checkpoint (its EMA weights by default) on a split, return
+    :meth:`Evaluation.report` and optionally write it as JSON.
 
     Detector boxes (``boxes='detections'``) are labelled by IoU with ground truth; a model trained with a
     background class is also scored on the detector's misses (background precision/recall), one trained
     without it only on detections that match an object.
     """
-    from detection_bridge.records import CategoryMap
-
     log = log or (lambda message: None)
-    state = ckpt.load_checkpoint(checkpoint)
+    loaded = load_model(checkpoint, use_ema=use_ema, device=resolve_device(device))
     if data is None:
-        data = checkpoint_data_path(state, checkpoint, log)
-    ckpt.require_category_map(state, checkpoint)
-    cfg = _eval_config(state, data=data, boxes=boxes, detections_file=detections_file, batch_size=batch_size,
-                       device=device)
-    env = DistEnv(device=resolve_device(cfg.train.device))
-    cmap = CategoryMap.from_dict(state["category_map"])
-    data_dir = resolve_data_dir(cfg, env=env, log=log)
-    split_data = load_split_data(data_dir, split, cfg, train=False, env=env, log=log, category_map=cmap)
-    model, weights = model_from_state(state, use_ema=use_ema, path=checkpoint)
-    metrics = evaluate_model(model.to(env.device), split_data, cfg, env.device)
-    result = {"checkpoint": str(checkpoint), "data": str(data_dir), "split": split, "boxes": cfg.data.boxes,
-              "weights": weights, "epoch": state.get("epoch"), "stem": cfg.model.stem, "width": cfg.model.width,
-              "num_classes": cmap.num_classes, "data_summary": split_data.summary, **metrics}
+        data = checkpoint_data_path(loaded.config.data.path, loaded.provenance, checkpoint, log)
+    cfg = eval_config(loaded, data=data, boxes=boxes, detections_file=detections_file, batch_size=batch_size,
+                      device=device)
+    result = evaluate(loaded, cfg, split, log=log).report()
     if out is not None:
         atomic_write_json(out, result, indent=2)
     return result

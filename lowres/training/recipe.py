@@ -8,7 +8,6 @@ schedule does not fit the budget.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from typing import Any, Iterable
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["RMSpropTF", "EpochLR", "ModelEma", "param_groups", "build_optimizer", "build_scheduler",
-           "inception_loss", "clip_gradients", "autocast"]
+           "inception_loss", "clip_gradients"]
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -164,9 +163,6 @@ class EpochLR:
         self.last_step += 1
         self._apply()
 
-    def get_last_lr(self) -> list[float]:
-        return [group["lr"] for group in self.optimizer.param_groups]
-
     def state_dict(self) -> dict[str, Any]:
         return {"last_step": self.last_step, "steps_per_epoch": self.steps_per_epoch, "name": self.name}
 
@@ -305,11 +301,3 @@ def clip_gradients(params: Iterable[torch.Tensor], max_norm: float | None,
     norms = torch._foreach_norm(grads)
     torch._foreach_mul_(grads, [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms])  # clip_grad_norm_'s rule
     return torch.linalg.vector_norm(torch.stack(norms))
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA when ``precision == 'bf16'``, a no-op otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-

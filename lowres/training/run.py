@@ -1,4 +1,4 @@
-"""``train(cfg)`` and ``evaluate_checkpoint(...)``: data, model, optimiser, checkpoints, logging.
+"""``train(cfg, out_dir)``: data, model, optimiser, checkpoints, logging.
 
 The policy layer over :mod:`lowres.training.engine`: it decides what is written where (``config.yaml``,
 ``metrics.jsonl``, ``last.pt``/``best.pt``, ``val_metrics.json`` in the run folder, by rank 0 only), what is
@@ -14,27 +14,32 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal, Union
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .._atomic import atomic_path, atomic_write_json, json_line, remove_stale_temporaries
 from .._lock import FolderLockedError, folder_lock
-from ..config import Config
-from . import checkpoint as ckpt
+from ..builder import build_model_from_config, load_weights
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..config import Config, save_config
+from ..provenance import collect
+from .checkpoint import capture_rng_state, check_compatible, restore_rng_state, save_periodic
 from .data import load_split_data, resolve_data_dir, train_loader
 from .distributed import (DistEnv, ResumableSampler, all_gather_object, all_reduce_sum, barrier, broadcast_object,
                           broadcast_state, cleanup_distributed, setup_distributed, wrap_model)
 from .engine import EpochTotals, StepInfo, TrainingDiverged, train_one_epoch
-from .evaluate import evaluate_model, load_weights
+from .evaluate import evaluate_model
 from .monitor import RunMonitor
 from .recipe import ModelEma, build_optimizer, build_scheduler
 
-__all__ = ["train", "build_model_from_config"]
+__all__ = ["train"]
 
 Log = Callable[[str], None]
+Resume = Union[bool, Literal["auto"]]
 
 
 def _stderr(message: str) -> None:
@@ -55,23 +60,6 @@ def _configure_runtime(cfg: Config, env: DistEnv) -> None:
         torch.backends.cudnn.benchmark = False
     elif env.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-
-def build_model_from_config(cfg: Config, num_classes: int, *, log: Log = _stderr) -> nn.Module:
-    """``lowres.build_model`` with the config's stem/width/depth/head, optionally from ImageNet weights."""
-    from .. import build_model
-
-    m = cfg.model
-    model = build_model(m.stem, num_classes, width=m.width, min_depth=m.min_depth, aux_logits=m.aux_logits,
-                        dropout=m.dropout)
-    if m.weights:
-        from ..models import load_inception_v3_weights
-
-        report = load_inception_v3_weights(model, m.weights, skip_classifier=True)
-        log(f"weights: {m.weights}: {report.summary()}")
-    if m.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -141,22 +129,22 @@ class _Run:
         """All ranks gather RNG states (a collective); rank 0 writes last.pt (and best.pt, and at an epoch's
         end checkpoints/epoch_NNNN.pt, keeping the last ``train.keep_checkpoints``)."""
         _check_finite_weights(self.module, self.global_step)
-        rng = all_gather_object(ckpt.capture_rng_state())
+        rng = all_gather_object(capture_rng_state())
         if not self.env.is_main:
             return
         self.monitor.flush()  # the scalars up to this step are on disk before the checkpoint that vouches for them
         state = self.state(rng)
-        ckpt.save_checkpoint(state, self.out_dir / "last.pt")
+        save_checkpoint(state, self.out_dir / "last.pt")
         if best:
-            ckpt.save_checkpoint(state, self.out_dir / "best.pt")
+            save_checkpoint(state, self.out_dir / "best.pt")
         if epoch_end:
-            ckpt.save_periodic(state, self.out_dir, self.epoch, keep=self.cfg.train.keep_checkpoints)
+            save_periodic(state, self.out_dir, self.epoch, keep=self.cfg.train.keep_checkpoints)
 
     def restore(self, path: Path) -> None:
-        state = ckpt.load_checkpoint(path, map_location=self.env.device)
-        ckpt.check_compatible(state, self.cfg.to_dict(), self.train_data.category_map.to_dict(), path=path)
+        state = load_checkpoint(path, map_location=self.env.device, purpose="resume")
+        check_compatible(state, self.cfg.to_dict(), self.train_data.category_map.to_dict(), path=path)
         if state["sampler"]["world_size"] != self.env.world_size:
-            raise ckpt.CheckpointError(f"cannot resume from {path}: written by {state['sampler']['world_size']} "
+            raise CheckpointError(f"cannot resume from {path}: written by {state['sampler']['world_size']} "
                                        f"process(es), this run has {self.env.world_size}")
         load_weights(self.module, state["model"], path)
         if self.ema is not None and state.get("ema") is not None:
@@ -165,14 +153,14 @@ class _Run:
         try:
             self.scheduler.load_state_dict(state["scheduler"])
         except ValueError as exc:
-            raise ckpt.CheckpointError(f"cannot resume from {path}: {exc}") from None
+            raise CheckpointError(f"cannot resume from {path}: {exc}") from None
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.totals = EpochTotals.from_dict(state["totals"]) if state["totals"] else None
         self.best_top1, self.history = float(state["best_top1"]), list(state["history"])
         self.provenance = list(state.get("provenance") or [])
         self.best_epoch, self.last_val = int(state.get("best_epoch", 0)), state.get("last_val")
         rng = state["rng"]
-        ckpt.restore_rng_state(rng[self.env.rank] if self.env.rank < len(rng) else rng[0])
+        restore_rng_state(rng[self.env.rank] if self.env.rank < len(rng) else rng[0])
         self.log(f"resumed from {path}: {self.epoch} epoch(s) and {self.global_step} step(s) done")
         if self.env.is_main:
             self.repair(state)
@@ -187,11 +175,11 @@ class _Run:
         if "best_epoch" not in state or self.best_epoch != self.epoch or state["totals"]:
             return  # best.pt is not this checkpoint's epoch: it was completed before last.pt moved on
         try:
-            best_epoch = ckpt.load_checkpoint(best)["epoch"] if best.is_file() else None
-        except ckpt.CheckpointError:
+            best_epoch = load_checkpoint(best)["epoch"] if best.is_file() else None
+        except CheckpointError:
             best_epoch = None
         if best_epoch != self.best_epoch:
-            ckpt.save_checkpoint(state, best)
+            save_checkpoint(state, best)
             self.log(f"repaired {best} from {self.out_dir / 'last.pt'} (epoch {self.epoch} was the best)")
 
     # -- one epoch -----------------------------------------------------------------------------------------
@@ -211,8 +199,6 @@ class _Run:
         return on_step
 
     def train_epoch(self) -> EpochTotals:
-        from tqdm.auto import tqdm
-
         totals = self.totals or EpochTotals()
         self.sampler.set_position(self.epoch, totals.steps * self.cfg.train.batch_size)
         self.loader.dataset.set_epoch(self.epoch)  # SeededDataset: augmentation seeds of this epoch
@@ -264,11 +250,11 @@ class _Run:
         barrier()
 
 
-def _start(run: _Run, resume: bool) -> None:
+def _start(run: _Run, resume: Resume) -> None:
     last = run.out_dir / "last.pt"
     if resume and last.is_file():
         run.restore(last)
-    elif resume:
+    elif resume is True:  # asked for by the user (--resume), who may expect a checkpoint here
         run.log(f"--resume: no checkpoint in {run.out_dir} yet; starting from scratch")
 
 
@@ -276,8 +262,6 @@ def _record_provenance(run: _Run, command: str | None) -> None:
     """Append this invocation's provenance to the run's (checkpoints carry the list) and write provenance.json."""
     if not run.env.is_main:
         return
-    from ..provenance import collect
-
     d = run.cfg.data
     run.provenance.append(collect(run.data_dir, (d.train_split, d.val_split), detections_file=d.detections_file,
                                   synthetic=d.path is None, command=command))
@@ -295,12 +279,15 @@ def _summary(run: _Run, wall: float) -> dict[str, Any]:
             "num_train": len(run.train_data.records), "num_val": len(run.val_data.records)}
 
 
-def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
+def train(cfg: Config, out_dir: str | os.PathLike, *, resume: Resume = False, progress: bool = True,
           log: Log | None = None, return_model: bool = False, command: str | None = None) -> dict[str, Any]:
-    """Train ``cfg`` into ``out_dir`` (resuming from its last.pt with ``resume``) and return a summary:
-    final epoch line, last full validation metrics, best top-1, wall seconds. Under torchrun every rank
-    calls this; rank 0 writes. ``return_model`` adds the trained module (tests, benchmarks); ``command`` is
-    recorded in provenance.json."""
+    """Train ``cfg`` into ``out_dir`` and return a summary: final epoch line, last full validation metrics,
+    best top-1, wall seconds. Under torchrun every rank calls this; rank 0 writes.
+
+    ``resume``: False refuses a folder that already holds a run; True continues its last.pt (and says so when
+    there is none yet); ``"auto"`` continues it when there is one and otherwise starts quietly, for callers
+    that always resume (the bench). ``return_model`` adds the trained module (tests, benchmarks); ``command``
+    is recorded in provenance.json."""
     env = setup_distributed(cfg.train.device)
     out = Path(out_dir)
     try:
@@ -318,7 +305,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, *, resume: bool = False, prog
 
 
 @contextlib.contextmanager
-def _claim(out: Path, env: DistEnv, log: Log, resume: bool) -> Iterator[None]:
+def _claim(out: Path, env: DistEnv, log: Log, resume: Resume) -> Iterator[None]:
     """Rank 0 creates and locks the run folder for the whole run (two runs into one folder would overwrite
     each other's checkpoints), refuses a finished folder without ``--resume`` before any data is read, and
     removes the temporary files of killed runs there. A refusal reaches every rank: under torchrun the
@@ -330,27 +317,27 @@ def _claim(out: Path, env: DistEnv, log: Log, resume: bool) -> Iterator[None]:
                 out.mkdir(parents=True, exist_ok=True)
                 held.enter_context(folder_lock(out, "lowres train"))
                 _check_fresh(out, resume)
-            except (OSError, FolderLockedError, ckpt.CheckpointError) as exc:
+            except (OSError, FolderLockedError, CheckpointError) as exc:
                 refusal = (type(exc).__name__, str(exc))
                 if not env.distributed:
                     raise
         refusal = broadcast_object(refusal)
         if refusal is not None:
-            raise ckpt.CheckpointError(refusal[1] if env.is_main else f"rank 0 refused the run: {refusal[1]}")
+            raise CheckpointError(refusal[1] if env.is_main else f"rank 0 refused the run: {refusal[1]}")
         if env.is_main:
             for path in remove_stale_temporaries(out):
                 log(f"removed {path}, a temporary file left by a killed run")
         yield
 
 
-def _check_fresh(out: Path, resume: bool) -> None:
+def _check_fresh(out: Path, resume: Resume) -> None:
     last = out / "last.pt"
     if not resume and last.is_file():
-        raise ckpt.CheckpointError(f"{out} already holds a run ({last}); pass --resume to continue it "
-                                   "or choose another --out")
+        raise CheckpointError(f"{out} already holds a run ({last}); pass --resume to continue it "
+                              "or choose another --out")
 
 
-def _train(cfg: Config, out: Path, env: DistEnv, monitor: RunMonitor, *, resume: bool, progress: bool,
+def _train(cfg: Config, out: Path, env: DistEnv, monitor: RunMonitor, *, resume: Resume, progress: bool,
            command: str | None, return_model: bool) -> dict[str, Any]:
     """The body of :func:`train` inside the run folder's lock."""
     run = _Run(cfg, out, env, monitor, progress)
@@ -358,8 +345,6 @@ def _train(cfg: Config, out: Path, env: DistEnv, monitor: RunMonitor, *, resume:
     _record_provenance(run, command)
     monitor.start(steps_per_epoch=run.steps_per_epoch, resume_step=run.global_step, epochs_done=run.epoch)
     if env.is_main:
-        from ..config import save_config
-
         save_config(cfg, out / "config.yaml")
     start = time.perf_counter()
     while run.epoch < cfg.train.epochs:

@@ -55,7 +55,8 @@ def test_runtime_keys_do_not_count_as_differences():
 
 def test_crop_size_and_upsampling_in_the_data_pipeline(bench_cache: Path):
     """The 299 stem fed 79 px crops (naive-79) and 79 px crops upsampled to 299 (upsample-79)."""
-    from lowres.training.data import SeededDataset, input_size, load_split_data, resolve_data_dir
+    from lowres.runtime import input_size
+    from lowres.training.data import SeededDataset, load_split_data, resolve_data_dir
     from lowres.training.distributed import DistEnv
 
     env, quiet = DistEnv(), (lambda m: None)

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from lowres.cli import main
-from lowres.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lowres.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def _invoke(*args: str):  # type: ignore[no-untyped-def]

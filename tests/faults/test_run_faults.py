@@ -15,7 +15,7 @@ from lowres._atomic import remove_stale_temporaries
 from lowres._lock import LOCK_NAME, FolderLockedError, folder_lock
 from lowres.cli import main
 from lowres.training import engine
-from lowres.training.checkpoint import load_checkpoint
+from lowres.checkpoint import load_checkpoint
 from lowres.training.run import train
 
 TIMING = {"images_per_s", "seconds", "val_seconds"}

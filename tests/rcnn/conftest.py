@@ -39,9 +39,9 @@ def tiny_model(cmap_bg: CategoryMap) -> torch.nn.Module:
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: torch.nn.Module, cmap_bg: CategoryMap) -> Path:
-    """A checkpoint in `lowres train`'s format (lowres/training/checkpoint.py), without training."""
+    """A checkpoint in `lowres train`'s format (lowres/checkpoint.py), without training."""
     from lowres.config import Config
-    from lowres.training.checkpoint import save_checkpoint
+    from lowres.checkpoint import save_checkpoint
 
     cfg = Config.from_dict({"model": {"stem": 79, **TINY}, "data": {"boxes": "detections", "background": True}})
     path = tmp_path_factory.mktemp("ckpt") / "last.pt"

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 
 from lowres.cli import main
 from lowres.export import export_model, load_metadata
-from lowres.rcnn.checkpoints import load_for_inference
+from lowres.builder import load_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 
 def _eager(checkpoint: Path, x: torch.Tensor, softmax: bool) -> torch.Tensor:
-    model, *_ = load_for_inference(checkpoint)
+    model = load_model(checkpoint).model
     with torch.no_grad():
         logits = model(x)
     return logits.softmax(1) if softmax else logits

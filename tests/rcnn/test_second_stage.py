@@ -8,8 +8,8 @@ import torch
 
 from detection_bridge.records import CategoryMap
 from lowres import build_model
+from lowres.builder import load_model
 from lowres.rcnn import SecondStage, resolve_precision
-from lowres.rcnn.checkpoints import load_for_inference
 
 
 @pytest.fixture
@@ -109,8 +109,8 @@ def test_from_checkpoint_uses_ema_weights_and_the_training_geometry(checkpoint: 
     assert stage.geometry.mode == "square" and abs(stage.geometry.context - 227 / 195) < 1e-12
     for name, value in tiny_model.state_dict().items():
         torch.testing.assert_close(stage.model.state_dict()[name], value)
-    model, *_ = load_for_inference(checkpoint, use_ema=False)
-    assert not model.training
+    raw = load_model(checkpoint, use_ema=False)
+    assert raw.weights == "model" and not raw.model.training
     with pytest.raises(Exception, match="no checkpoint"):
         SecondStage.from_checkpoint(checkpoint.parent / "missing.pt")
 
@@ -130,8 +130,8 @@ def test_bf16_agrees_with_fp32(stage: SecondStage) -> None:
 def test_upsample_checkpoint_crops_small_and_feeds_the_model_its_input_size(tmp_path: Path, cmap_bg: CategoryMap) -> None:
     """A checkpoint trained on 79 px crops upsampled to 299 (the benchmark's upsample-79) is used the same way."""
     from lowres.config import Config
+    from lowres.checkpoint import save_checkpoint
     from lowres.export import export_checkpoint, load_metadata
-    from lowres.training.checkpoint import save_checkpoint
 
     model = build_model(299, cmap_bg.num_classes, width=0.125, min_depth=8).eval()
     cfg = Config.from_dict({"model": {"stem": 299, "width": 0.125, "min_depth": 8},

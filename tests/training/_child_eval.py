@@ -17,7 +17,7 @@ from lowres.config import Config
 from lowres.training import evaluate as evaluate_mod
 from lowres.training.data import load_split_data, resolve_data_dir
 from lowres.training.distributed import cleanup_distributed, setup_distributed
-from lowres.training.run import build_model_from_config
+from lowres.builder import build_model_from_config
 
 
 def evaluate_seeded(cfg: Config, env) -> dict:  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, RNG round trips, weights_only loading, compatibility errors, sampler state."""
+"""Checkpoint files: schema, atomic writes, RNG round trips, weights_only loading, compatibility errors, sampler
+state, and the one road from a checkpoint written by `lowres train` to a ready model."""
 from __future__ import annotations
 
 import random
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lowres.training.checkpoint import (CheckpointError, capture_rng_state, check_compatible, load_checkpoint,
-                                        restore_rng_state, save_checkpoint)
+from lowres.builder import load_model
+from lowres.checkpoint import SCHEMA, CheckpointError, load_checkpoint, save_checkpoint, state_checksum
+from lowres.training.checkpoint import capture_rng_state, check_compatible, restore_rng_state
 from lowres.training.distributed import DistEnv, ResumableSampler
 
 
@@ -17,9 +19,9 @@ def _draws() -> tuple:
 
 
 def test_rng_round_trip_through_a_weights_only_file(tmp_path):
-    save_checkpoint({"model": {}, "config": {}, "rng": capture_rng_state()}, tmp_path / "c.pt")
+    save_checkpoint({"model": {}, "config": {}, "rng": [capture_rng_state()]}, tmp_path / "c.pt")
     expected = _draws()
-    restore_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    restore_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"][0])
     assert _draws() == expected
 
 
@@ -27,7 +29,7 @@ def test_failed_save_keeps_the_previous_file(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint({"model": {"w": torch.ones(2)}, "config": {"a": 1}}, path)
     with pytest.raises(Exception):
-        save_checkpoint({"model": {}, "config": {}, "bad": lambda: None}, path)  # not picklable
+        save_checkpoint({"model": {}, "config": {}, "history": [lambda: None]}, path)  # not picklable
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
 
@@ -61,3 +63,82 @@ def test_resumable_sampler_skips_consumed_samples_and_shards():
     assert sorted(ranks[0] + ranks[1]) == data and sampler.state_dict()["start"] == 4
     sampler.set_position(1, 0)
     assert list(sampler) != full  # another epoch, another order
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_config, tmp_path_factory):
+    """A checkpoint written by `lowres train` itself (the smoke preset, two steps)."""
+    from lowres.training.run import train
+
+    out = tmp_path_factory.mktemp("ckpt-run") / "run"
+    train(tiny_config("train.epochs=1", "train.max_steps_per_epoch=2", "eval.bootstrap=10"), out, progress=False,
+          log=lambda m: None)
+    return out / "last.pt"
+
+
+def test_a_trained_checkpoint_holds_every_schema_field_with_its_type(trained):
+    state = torch.load(trained, weights_only=True)
+    assert set(state) == {f.name for f in SCHEMA}  # nothing written outside the schema, nothing left out
+    for field in SCHEMA:
+        assert isinstance(state[field.name], field.types), field.name
+    assert state["checksum"] == state_checksum({k: v for k, v in state.items() if k != "checksum"})
+    load_checkpoint(trained, purpose="resume")
+
+
+def _resave_without_checks(state: dict, path) -> None:
+    """Write a state as a damaged or foreign writer would (save_checkpoint refuses it), checksum kept valid."""
+    state = {k: v for k, v in state.items() if k != "checksum"}
+    torch.save({**state, "checksum": state_checksum(state)}, path)
+
+
+@pytest.mark.parametrize("purpose, field, value, message", [
+    ("resume", "optimizer", None, "field 'optimizer' .* is missing: it is needed to resume training"),
+    ("model", "category_map", None, "field 'category_map' .* is missing: it is needed to build its model"),
+    ("read", "epoch", "3", "field 'epoch' is a str, expected int"),
+    ("model", "ema", {"num_updates": 1}, "field 'ema' has no 'module' weights"),
+    ("model", "category_map", {}, "has no category map"),
+    ("read", "version", 99, "version 99 was written by a newer lowres"),
+])
+def test_schema_errors_name_the_field_and_the_file(trained, tmp_path, purpose, field, value, message):
+    state = torch.load(trained, weights_only=True)
+    if value is None:
+        del state[field]
+    else:
+        state[field] = value
+    path = tmp_path / "edited.pt"
+    _resave_without_checks(state, path)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(path, purpose=purpose)
+    assert str(path) in str(err.value)
+
+
+def test_a_writer_cannot_leave_the_schema(tmp_path):
+    with pytest.raises(CheckpointError, match=r"fields \['extra'\] are not in the schema"):
+        save_checkpoint({"model": {}, "config": {}, "extra": 1}, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="field 'global_step' is a float, expected int"):
+        save_checkpoint({"model": {}, "config": {}, "global_step": 2.0}, tmp_path / "c.pt")
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_load_model_is_the_trained_model_ready_to_use(trained):
+    state = torch.load(trained, weights_only=True)
+    loaded = load_model(trained)
+    assert loaded.weights == "ema" and not loaded.model.training and loaded.epoch == 1 and loaded.global_step == 2
+    assert (loaded.crop_size, loaded.input_size, loaded.model.stem) == (79, 79, 79)
+    assert loaded.category_map.num_classes == loaded.model.num_classes == state["num_classes"]
+    assert loaded.geometry.context == pytest.approx(state["config"]["crop"]["context"])
+    assert torch.equal(loaded.model.fc.weight, state["ema"]["module"]["fc.weight"])
+    raw = load_model(trained, use_ema=False, dtype=torch.bfloat16, channels_last=True)
+    assert raw.weights == "model" and raw.model.fc.weight.dtype == torch.bfloat16
+    assert torch.equal(raw.model.fc.weight, state["model"]["fc.weight"].to(torch.bfloat16))
+    assert not torch.equal(state["model"]["fc.weight"], state["ema"]["module"]["fc.weight"])
+    assert raw.model.Conv2d_1a_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_load_model_names_the_file_whose_weights_do_not_fit(trained, tmp_path):
+    state = torch.load(trained, weights_only=True)
+    state["config"]["model"]["width"] = 0.25  # another network than the weights
+    path = tmp_path / "other-width.pt"
+    _resave_without_checks(state, path)
+    with pytest.raises(CheckpointError, match="other-width.pt: its weights do not fit the model"):
+        load_model(path)

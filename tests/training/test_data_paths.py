@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from detection_bridge import synthetic
 from lowres.cli import main
 from lowres.training.run import train
-from lowres.training.checkpoint import save_checkpoint
+from lowres.checkpoint import save_checkpoint
 
 
 def test_eval_elsewhere_uses_and_names_the_checkpoint_data_path(tiny_config, tmp_path, monkeypatch):

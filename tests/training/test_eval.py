@@ -74,15 +74,3 @@ def test_background_precision_recall_on_detector_boxes(run_dirs, tmp_path):
     m_raw = _eval(["--checkpoint", str(run_dirs / "det" / "last.pt"), "--boxes", "detections", "--no-ema",
                    "--out", str(tmp_path / "raw.json")])
     assert m_raw["weights"] == "model"
-
-
-def test_load_model_from_checkpoint(run_dirs):
-    import torch
-
-    from lowres.training import load_model_from_checkpoint
-
-    model, config, cmap, geometry = load_model_from_checkpoint(run_dirs / "gt" / "last.pt")
-    assert not model.training and model.stem == config["model"]["stem"] == 79
-    assert cmap.num_classes == model.num_classes == 8 and geometry.context == pytest.approx(config["crop"]["context"])
-    state = torch.load(run_dirs / "gt" / "last.pt", weights_only=True)
-    assert torch.equal(model.fc.weight, state["ema"]["module"]["fc.weight"])  # EMA weights by default

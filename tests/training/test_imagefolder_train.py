@@ -8,7 +8,7 @@ import pytest
 from detection_bridge.errors import BridgeError
 from detection_bridge.records import CategoryMap
 from lowres.bench.variants import VARIANTS, load_bench_preset, variant_config
-from lowres.training import checkpoint as ckpt
+from lowres import checkpoint as ckpt
 from lowres.training.data import load_split_data
 from lowres.training.distributed import DistEnv
 from lowres.training.evaluate import evaluate_checkpoint
@@ -52,7 +52,7 @@ def test_a_lowres_checkpoint_initialises_another_task(imagenet_folder, tiny_conf
     cfg = tiny_config("train.epochs=1", "data.max_train=8", "data.max_val=8", data=imagenet_folder)
     train(cfg, tmp_path / "inet", progress=False, log=lambda m: None)
     source = ckpt.load_checkpoint(tmp_path / "inet" / "last.pt")["ema"]["module"]
-    from lowres.training.run import build_model_from_config
+    from lowres.builder import build_model_from_config
 
     lines: list[str] = []
     coco_cfg = tiny_config(f"model.weights={tmp_path / 'inet' / 'last.pt'}")

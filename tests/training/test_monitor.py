@@ -11,7 +11,8 @@ import yaml
 from click.testing import CliRunner
 
 from lowres.cli import main
-from lowres.training.checkpoint import load_checkpoint, save_periodic
+from lowres.checkpoint import load_checkpoint
+from lowres.training.checkpoint import save_periodic
 from lowres.training.monitor import RunMonitor, format_duration, read_scalars
 from lowres.training.run import train
 
@@ -62,7 +63,7 @@ def test_resume_drops_repeated_scalars_and_appends_provenance(tiny_config, tmp_p
     mid.mkdir()
     for name in ("scalars.csv", "provenance.json"):
         (mid / name).write_bytes((run / name).read_bytes())
-    from lowres.training.checkpoint import save_checkpoint
+    from lowres.checkpoint import save_checkpoint
 
     save_checkpoint({**state, "epoch": 0, "global_step": 2,  # written with its checksum, as a real run would
                      "totals": {"steps": 2, "count": 16, "loss_sum": 1.0, "correct": 0, "seconds": 1.0},

@@ -6,7 +6,7 @@ import signal
 
 import torch
 
-from lowres.training.checkpoint import load_checkpoint
+from lowres.checkpoint import load_checkpoint
 
 TIMING = {"images_per_s", "seconds", "val_seconds"}
 

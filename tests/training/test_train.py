@@ -9,11 +9,12 @@ import yaml
 from click.testing import CliRunner
 
 from lowres.cli import main
-from lowres.training.checkpoint import CheckpointError, load_checkpoint
+from lowres.checkpoint import CheckpointError, load_checkpoint
 from lowres.training.data import load_split_data
 from lowres.training.distributed import DistEnv
 from lowres.training.recipe import build_optimizer, inception_loss
-from lowres.training.run import build_model_from_config, train
+from lowres.builder import build_model_from_config
+from lowres.training.run import train
 
 
 EPOCH_KEYS = {"epoch", "step", "train_loss", "train_acc", "lr", "images_per_s", "seconds", "val_top1", "val_top5"}
