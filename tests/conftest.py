@@ -47,3 +47,20 @@ def imagenet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 (image.convert("L") if (c, i) == (0, 0) else image).save(path, quality=90)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``last.pt`` of a real ``lowres train`` run (CLI, smoke preset on the synthetic set, detector boxes with a
+    background class, two optimiser steps): what the checkpoint readers must accept, written by its writer."""
+    from click.testing import CliRunner
+
+    from lowres.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    sets = [f"data.cache_dir={root / 'cache'}", "train.epochs=1", "train.max_steps_per_epoch=2", "train.threads=1",
+            "eval.bootstrap=10", "data.boxes=detections", "data.background=true"]
+    result = CliRunner().invoke(main, ["train", "--config", "smoke", "--out", str(root / "run"), "--no-progress",
+                                       *[a for s in sets for a in ("--set", s)]], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return root / "run" / "last.pt"

@@ -32,9 +32,10 @@ def test_info_table_and_bad_width() -> None:
     assert "Traceback" not in bad.output
 
 
-@pytest.mark.parametrize("args", [["info", "--help"]])
-def test_subcommand_help(args: list[str]) -> None:
-    assert CliRunner().invoke(main, args).exit_code == 0
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_subcommand_help(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0 and result.output.startswith(f"Usage: main {command}"), result.output
 
 
 def test_crops_on_synthetic_default_writes_cache_and_summary(tmp_path) -> None:

@@ -29,7 +29,8 @@ def test_variant_configs_change_only_stem_crop_and_aux(name, stem, crop_size, up
 def test_presets_load(preset):
     spec = load_bench_preset(preset)
     assert spec.variants == list(VARIANTS) and spec.seeds == 1
-    assert spec.config["model"]["width"] == (1.0 if preset == "paper" else spec.config["model"]["width"])
+    width = spec.config["model"]["width"]
+    assert width == 1.0 if preset == "paper" else 0 < width < 1.0  # the paper's network; the CPU ones reduced
 
 
 def test_overrides_and_flags_reach_the_right_section():

@@ -65,24 +65,13 @@ def test_resumable_sampler_skips_consumed_samples_and_shards():
     assert list(sampler) != full  # another epoch, another order
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_config, tmp_path_factory):
-    """A checkpoint written by `lowres train` itself (the smoke preset, two steps)."""
-    from lowres.training.run import train
-
-    out = tmp_path_factory.mktemp("ckpt-run") / "run"
-    train(tiny_config("train.epochs=1", "train.max_steps_per_epoch=2", "eval.bootstrap=10"), out, progress=False,
-          log=lambda m: None)
-    return out / "last.pt"
-
-
-def test_a_trained_checkpoint_holds_every_schema_field_with_its_type(trained):
-    state = torch.load(trained, weights_only=True)
+def test_a_trained_checkpoint_holds_every_schema_field_with_its_type(trained_checkpoint):
+    state = torch.load(trained_checkpoint, weights_only=True)
     assert set(state) == {f.name for f in SCHEMA}  # nothing written outside the schema, nothing left out
     for field in SCHEMA:
         assert isinstance(state[field.name], field.types), field.name
     assert state["checksum"] == state_checksum({k: v for k, v in state.items() if k != "checksum"})
-    load_checkpoint(trained, purpose="resume")
+    load_checkpoint(trained_checkpoint, purpose="resume")
 
 
 def _resave_without_checks(state: dict, path) -> None:
@@ -99,8 +88,8 @@ def _resave_without_checks(state: dict, path) -> None:
     ("model", "category_map", {}, "has no category map"),
     ("read", "version", 99, "version 99 was written by a newer lowres"),
 ])
-def test_schema_errors_name_the_field_and_the_file(trained, tmp_path, purpose, field, value, message):
-    state = torch.load(trained, weights_only=True)
+def test_schema_errors_name_the_field_and_the_file(trained_checkpoint, tmp_path, purpose, field, value, message):
+    state = torch.load(trained_checkpoint, weights_only=True)
     if value is None:
         del state[field]
     else:
@@ -120,23 +109,23 @@ def test_a_writer_cannot_leave_the_schema(tmp_path):
     assert not (tmp_path / "c.pt").exists()
 
 
-def test_load_model_is_the_trained_model_ready_to_use(trained):
-    state = torch.load(trained, weights_only=True)
-    loaded = load_model(trained)
+def test_load_model_is_the_trained_model_ready_to_use(trained_checkpoint):
+    state = torch.load(trained_checkpoint, weights_only=True)
+    loaded = load_model(trained_checkpoint)
     assert loaded.weights == "ema" and not loaded.model.training and loaded.epoch == 1 and loaded.global_step == 2
     assert (loaded.crop_size, loaded.input_size, loaded.model.stem) == (79, 79, 79)
     assert loaded.category_map.num_classes == loaded.model.num_classes == state["num_classes"]
     assert loaded.geometry.context == pytest.approx(state["config"]["crop"]["context"])
     assert torch.equal(loaded.model.fc.weight, state["ema"]["module"]["fc.weight"])
-    raw = load_model(trained, use_ema=False, dtype=torch.bfloat16, channels_last=True)
+    raw = load_model(trained_checkpoint, use_ema=False, dtype=torch.bfloat16, channels_last=True)
     assert raw.weights == "model" and raw.model.fc.weight.dtype == torch.bfloat16
     assert torch.equal(raw.model.fc.weight, state["model"]["fc.weight"].to(torch.bfloat16))
     assert not torch.equal(state["model"]["fc.weight"], state["ema"]["module"]["fc.weight"])
     assert raw.model.Conv2d_1a_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_load_model_names_the_file_whose_weights_do_not_fit(trained, tmp_path):
-    state = torch.load(trained, weights_only=True)
+def test_load_model_names_the_file_whose_weights_do_not_fit(trained_checkpoint, tmp_path):
+    state = torch.load(trained_checkpoint, weights_only=True)
     state["config"]["model"]["width"] = 0.25  # another network than the weights
     path = tmp_path / "other-width.pt"
     _resave_without_checks(state, path)

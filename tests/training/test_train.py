@@ -8,13 +8,13 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from lowres.cli import main
+from lowres.builder import build_model_from_config
 from lowres.checkpoint import CheckpointError, load_checkpoint
+from lowres.cli import main
 from lowres.training.data import load_split_data
 from lowres.training.distributed import DistEnv
 from lowres.training.recipe import build_optimizer, inception_loss
-from lowres.builder import build_model_from_config
-from lowres.training.run import train
+from lowres.training.run import _start, train
 
 
 EPOCH_KEYS = {"epoch", "step", "train_loss", "train_acc", "lr", "images_per_s", "seconds", "val_top1", "val_top5"}
@@ -91,3 +91,25 @@ def test_bf16_channels_last_and_start_weights(tiny_config, tmp_path):
     assert model.fc.out_features == 8  # the 1000-class classifier is skipped, not loaded
     summary = train(cfg, tmp_path / "run", progress=False)
     assert torch.isfinite(torch.tensor(summary["final"]["train_loss"]))
+
+
+@pytest.mark.parametrize("resume, has_run, outcome", [
+    (True, False, "note"), ("auto", False, "quiet"), (False, False, "quiet"),
+    (True, True, "restore"), ("auto", True, "restore"), (False, True, "refuse")])
+def test_resume_modes(tmp_path, resume, has_run, outcome):
+    """``resume=True`` says that there was nothing to resume; ``"auto"`` (the bench) starts quietly: a caller
+    that always resumes learns it from the argument, not by filtering the note's wording."""
+    from types import SimpleNamespace
+
+    if has_run:
+        (tmp_path / "last.pt").write_bytes(b"")
+    lines: list[str] = []
+    restored: list = []
+    run = SimpleNamespace(out_dir=tmp_path, log=lines.append, restore=restored.append)
+    if outcome == "refuse":
+        with pytest.raises(CheckpointError, match="already holds a run"):
+            _start(run, resume)
+        return
+    _start(run, resume)
+    assert (restored == [tmp_path / "last.pt"]) == (outcome == "restore")
+    assert (len(lines) == 1 and "no checkpoint" in lines[0]) == (outcome == "note")
