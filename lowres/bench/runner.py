@@ -31,7 +31,7 @@ from ..builder import load_model
 from ..config import Config
 from ..provenance import git_state
 from ..runtime import resolve_device
-from ..training.evaluate import evaluate
+from ..training.evaluate import evaluate_loaded
 from ..training.run import train
 from .measure import measure_throughput, profile_variant
 from .plots import run_curves, write_plots
@@ -106,12 +106,12 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
 def evaluate_run(cfg: Config, run_dir: Path, log: Log = _stderr) -> dict[str, Any]:
     """Evaluate the run's final checkpoint (EMA weights when configured) on the validation split.
 
-    ``lowres eval``'s evaluation (:func:`lowres.training.evaluate.evaluate`) under the run's own config, so it
-    scores the crops training validated on, keeping the per-crop predictions the report needs for seed
+    ``lowres eval``'s evaluation (:func:`lowres.training.evaluate.evaluate_loaded`) under the run's own config,
+    so it scores the crops training validated on, keeping the per-crop predictions the report needs for seed
     aggregation and paired comparisons between variants.
     """
     loaded = load_model(run_dir / "last.pt", use_ema=cfg.eval.use_ema, device=cfg.train.device)
-    result = evaluate(loaded, cfg, cfg.data.val_split)
+    result = evaluate_loaded(loaded, cfg, cfg.data.val_split)
     metrics = result.metrics
     log(f"  val: top-1 {metrics['top1']:.4f} on {metrics['count']} crops ({loaded.weights} weights, "
         f"epoch {loaded.epoch})")

@@ -1,6 +1,6 @@
 """Evaluation: one path for validation during training, ``lowres eval`` and the bench.
 
-:func:`evaluate` is the one entry point from a loaded checkpoint (:func:`lowres.builder.load_model`) and a
+:func:`evaluate_loaded` is the one entry point from a loaded checkpoint (:func:`lowres.builder.load_model`) and a
 config to numbers: it resolves the data folder, loads the split under the checkpoint's category map, predicts
 and scores. ``lowres eval`` (:func:`evaluate_checkpoint`) calls it with the checkpoint's own config and the
 command's data options; the bench with each run's config, so it scores the crops training validated on.
@@ -30,7 +30,7 @@ from .data import SplitData, eval_loader, load_split_data, resolve_data_dir
 from .distributed import DistEnv, all_gather_object
 from .engine import predict
 
-__all__ = ["evaluate", "Evaluation", "evaluate_model", "evaluate_with_predictions", "evaluate_checkpoint",
+__all__ = ["evaluate_loaded", "Evaluation", "evaluate_model", "evaluate_with_predictions", "evaluate_checkpoint",
            "eval_config", "checkpoint_data_path"]
 
 Log = Callable[[str], None]
@@ -83,7 +83,7 @@ def evaluate_with_predictions(model: nn.Module, split: SplitData, cfg: Config, d
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What :func:`evaluate` found: ``metrics`` (``classification_metrics`` plus ``seconds``, ``images_per_s``),
+    """What :func:`evaluate_loaded` found: ``metrics`` (``classification_metrics`` plus ``seconds``, ``images_per_s``),
     ``output`` (``predict``'s per-crop ``topk``, ``targets``, ``indices`` into ``split.records``), and where."""
 
     loaded: LoadedModel
@@ -113,7 +113,7 @@ class Evaluation:
                 "top5_hit": (topk[:, :5] == targets[:, None]).any(axis=1).astype(int).tolist()}
 
 
-def evaluate(loaded: LoadedModel, cfg: Config, split: str, *, log: Log | None = None) -> Evaluation:
+def evaluate_loaded(loaded: LoadedModel, cfg: Config, split: str, *, log: Log | None = None) -> Evaluation:
     """Evaluate a loaded checkpoint on ``split`` of ``cfg``'s data (on ``cfg.train.device``), the split read
     under the checkpoint's category map (another class set is an error naming both)."""
     log = log or (lambda message: None)
@@ -182,7 +182,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, spli
         data = checkpoint_data_path(loaded.config.data.path, loaded.provenance, checkpoint, log)
     cfg = eval_config(loaded, data=data, boxes=boxes, detections_file=detections_file, batch_size=batch_size,
                       device=device)
-    result = evaluate(loaded, cfg, split, log=log).report()
+    result = evaluate_loaded(loaded, cfg, split, log=log).report()
     if out is not None:
         atomic_write_json(out, result, indent=2)
     return result
