@@ -131,3 +131,14 @@ def test_load_model_names_the_file_whose_weights_do_not_fit(trained_checkpoint, 
     _resave_without_checks(state, path)
     with pytest.raises(CheckpointError, match="other-width.pt: its weights do not fit the model"):
         load_model(path)
+
+
+def test_older_checkpoints_still_load(trained_checkpoint, tmp_path):
+    """Version 1 (no checksum) and the fields added since (best_epoch, last_val, provenance) absent: the
+    model loads, and so does a resume, which needs none of them."""
+    state = torch.load(trained_checkpoint, weights_only=True)
+    old = {k: v for k, v in state.items() if k not in ("checksum", "best_epoch", "last_val", "provenance")}
+    torch.save({**old, "version": 1}, tmp_path / "v1.pt")
+    assert load_checkpoint(tmp_path / "v1.pt", purpose="resume")["version"] == 1
+    loaded = load_model(tmp_path / "v1.pt")
+    assert loaded.provenance == [] and torch.equal(loaded.model.fc.weight, state["ema"]["module"]["fc.weight"])
