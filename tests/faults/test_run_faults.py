@@ -126,7 +126,7 @@ def test_a_truncated_run_config_never_resumes_with_defaults(damage, run_copy):
 
 def test_a_finished_run_folder_is_refused_before_any_data_is_read(fault_config, run_copy):
     """Without --resume, a folder holding last.pt is refused first: no crop cache is built for nothing."""
-    from lowres.training.checkpoint import CheckpointError
+    from lowres.checkpoint import CheckpointError
 
     before = sorted(p.name for p in run_copy.iterdir())
     with pytest.raises(CheckpointError, match="already holds a run"):

@@ -14,7 +14,7 @@ from lowres.cli import main
 from lowres.training.data import load_split_data
 from lowres.training.distributed import DistEnv
 from lowres.training.recipe import build_optimizer, inception_loss
-from lowres.training.run import _start, train
+from lowres.training.run import _check_fresh, _start, train
 
 
 EPOCH_KEYS = {"epoch", "step", "train_loss", "train_acc", "lr", "images_per_s", "seconds", "val_top1", "val_top5"}
@@ -108,8 +108,9 @@ def test_resume_modes(tmp_path, resume, has_run, outcome):
     run = SimpleNamespace(out_dir=tmp_path, log=lines.append, restore=restored.append)
     if outcome == "refuse":
         with pytest.raises(CheckpointError, match="already holds a run"):
-            _start(run, resume)
+            _check_fresh(tmp_path, resume)
         return
+    _check_fresh(tmp_path, resume)
     _start(run, resume)
     assert (restored == [tmp_path / "last.pt"]) == (outcome == "restore")
     assert (len(lines) == 1 and "no checkpoint" in lines[0]) == (outcome == "note")
