@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from detection_bridge.fileio import atomic_write_json
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import time_per_call  # noqa: E402
 
@@ -143,7 +145,7 @@ def main() -> None:
           f"after {args.warmup} warm-up, median over {args.repeats} round(s); {time.perf_counter() - start:.0f} s")
     print(_table(rows))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write_json(args.json, rows, indent=2)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ._builds import build_lock, check_free_space, remove_stale_builds
-from ._io import atomic_write_json, default_mode, read_json
+from .fileio import atomic_write_json, default_mode, read_json
 from .boxes import CropGeometry, stored_size
 from .cropper import RESAMPLE_NAME, group_by_image, iter_image_crops
 from .errors import BridgeError, CacheError, ErrorPolicy, ImageError, OnError, SkipLog
@@ -236,7 +236,7 @@ def _build_part(records: Sequence[CropRecord], build: Path, shards: list, part: 
         written, crops_done = written + nbytes, crops_done + len(order)
         atomic_write_json(build / f"{shard_name(j, kind)}.json", {
             "records": order, "ok": ok[order].tolist(), "offsets": offsets.tolist(), "bytes": nbytes, "crc32": crc,
-            "skipped": policy.log.to_dict()})
+            "skipped": policy.log.to_dict()}, indent=1, sort_keys=True)
 
 
 def _finish(records: Sequence[CropRecord], build: Path, num_shards: int, header: dict[str, Any],
@@ -259,7 +259,7 @@ def _finish(records: Sequence[CropRecord], build: Path, num_shards: int, header:
     np.save(build / LOCATE_NAME, locate[kept])
     atomic_write_json(build / INDEX_NAME, {
         **header, "shards": shards, "records": records_to_dicts([records[i] for i in kept]),
-        "category_map": category_map.to_dict() if category_map else None, "skipped": skipped.to_dict()})
+        "category_map": category_map.to_dict() if category_map else None, "skipped": skipped.to_dict()}, indent=1, sort_keys=True)
     os.chmod(build, default_mode(directory=True))
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 
-from ._io import read_json
+from .fileio import read_json
 from .boxes import box_area, size_bucket, xywh_to_xyxy
 from .errors import AnnotationError, EmptyResultError, ErrorPolicy, ImageError, MalformedFileError, OnError
 from .matching import (BACKGROUND, POSITIVE, MatchParams, jitter_boxes, match_detections, pairwise_iou,

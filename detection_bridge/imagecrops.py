@@ -29,8 +29,8 @@ import torch
 from PIL import Image, ImageEnhance
 from torch.utils.data import Dataset
 
-from ._io import atomic_write_json, default_mode, read_json
 from ._builds import check_free_space
+from .fileio import atomic_write_json, default_mode, read_json
 from .cropper import decode_image
 from .errors import CacheError, MalformedFileError
 from .imagefolder import ImageRecord
@@ -196,7 +196,8 @@ def open_or_build_decoded(records: Sequence[ImageRecord], root: str | os.PathLik
         except OSError as e:
             raise CacheError(f"{tmp / 'pixels.u8'}: cannot write the decoded images: {e.strerror or e}") from None
         atomic_write_json(tmp / "index.json", {"version": DECODED_VERSION, "key": key, "rows": rows,
-                                               "paths": [r.image_path for r in records]})
+                                               "paths": [r.image_path for r in records]},
+                          indent=1, sort_keys=True)
         os.chmod(tmp, default_mode(directory=True))
         os.replace(tmp, final)
     except BaseException:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
-from ._io import atomic_write_json, read_json
+from .fileio import atomic_write_json, read_json
 from .boxes import SIZE_BUCKETS
 from .errors import MalformedFileError, SkipLog
 
@@ -170,7 +170,8 @@ def write_manifest(path: str | os.PathLike, records: Sequence[CropRecord], categ
                    meta: dict[str, Any] | None = None) -> Path:
     """Save records and their category map as one JSON file, atomically."""
     return atomic_write_json(path, {"version": MANIFEST_VERSION, "category_map": category_map.to_dict(),
-                                    "meta": meta or {}, "records": records_to_dicts(records)})
+                                    "meta": meta or {}, "records": records_to_dicts(records)},
+                             indent=1, sort_keys=True)
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[list[CropRecord], CategoryMap, dict[str, Any]]:

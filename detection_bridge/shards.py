@@ -19,7 +19,6 @@ cache index and checked on opening, so a truncated or missing shard is an error 
 from __future__ import annotations
 
 import io
-import os
 import zlib
 from pathlib import Path
 from typing import Iterable, Literal
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import CacheError
+from .fileio import atomic_path
 
 Storage = Literal["raw", "jpeg"]
 STORAGES: tuple[str, ...] = ("auto", "raw", "jpeg")
@@ -87,10 +87,9 @@ def write_shard(path: Path, storage: Storage, crops: Iterable[np.ndarray | bytes
     Any ``OSError`` (full disk, read-only folder) is a :class:`CacheError` naming the file; the
     temporary file is removed.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     offsets = np.zeros(rows + 1, dtype=np.int64)
     try:
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             header = io.BytesIO()
             if storage == "raw":
                 np.lib.format.write_array_header_1_0(
@@ -105,15 +104,9 @@ def write_shard(path: Path, storage: Storage, crops: Iterable[np.ndarray | bytes
             if n != rows:
                 raise CacheError(f"{path}: {n} crops written, {rows} expected")
             f.flush()
-            os.fsync(f.fileno())
-        size = tmp.stat().st_size
-        os.replace(tmp, path)
+            size = f.tell()
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise CacheError(f"{path}: cannot write crop shard: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return size, (np.arange(rows + 1, dtype=np.int64) if storage == "raw" else offsets), crc
 
 

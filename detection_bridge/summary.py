@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ._io import atomic_write_json
+from .fileio import atomic_write_json
 from .boxes import CropGeometry
 from .cache import DEFAULT_MARGIN, Sync, local_sync, build_cache
 from .coco import BoxSource, load_split
@@ -60,7 +60,7 @@ def build_crops(data: str | os.PathLike | None = None, split: str = "train", siz
     path = Path(out) / f"summary_{split}_{int(size)}px.json"
     summary["summary_path"] = str(path)
     if part[0] == 0:
-        atomic_write_json(path, summary)
+        atomic_write_json(path, summary, indent=1, sort_keys=True)
     return summary
 
 

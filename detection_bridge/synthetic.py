@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ._io import atomic_write_json, default_mode
+from .fileio import atomic_write_json, default_mode
 
 SUPERSAMPLE = 4  # masks are drawn at 4x and reduced: antialiased edges, like a photographed object
 _SPLITS = ("train", "val")
@@ -233,8 +233,9 @@ def _split(root: Path, split: str, split_index: int, n_images: int, params: dict
                   for i, c in enumerate(CLASSES[: params["num_classes"]])]
     info = {"description": "detection_bridge.synthetic", "params": params}
     atomic_write_json(root / "annotations" / f"instances_{split}.json",
-                      {"info": info, "licenses": [], "images": images, "annotations": anns, "categories": categories})
-    atomic_write_json(root / "detections" / f"synthetic_{split}.json", dets)
+                      {"info": info, "licenses": [], "images": images, "annotations": anns, "categories": categories},
+                      indent=1, sort_keys=True)
+    atomic_write_json(root / "detections" / f"synthetic_{split}.json", dets, indent=1, sort_keys=True)
 
 
 def generate(out_dir: str | os.PathLike, *, seed: int = 0, num_images: tuple[int, int] = (48, 24),
@@ -263,7 +264,7 @@ def generate(out_dir: str | os.PathLike, *, seed: int = 0, num_images: tuple[int
     try:
         for i, (split, n) in enumerate(zip(_SPLITS, num_images)):
             _split(tmp, split, i, int(n), params)
-        atomic_write_json(tmp / "synthetic.json", params)
+        atomic_write_json(tmp / "synthetic.json", params, indent=1, sort_keys=True)
         os.chmod(tmp, default_mode(directory=True))
         if overwrite:
             shutil.rmtree(out, ignore_errors=True)

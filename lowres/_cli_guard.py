@@ -22,6 +22,8 @@ from typing import Any
 
 import click
 
+from ._atomic import atomic_write_text
+
 __all__ = ["GuardedGroup", "describe", "write_crash_log", "writable_dir", "writable_file", "check_writable_dir"]
 
 _OS_HINTS = {
@@ -97,8 +99,7 @@ def write_crash_log(exc: BaseException) -> Path | None:
     text = (f"lowres {__version__}, python {sys.version.split()[0]}\ncommand: {' '.join(sys.argv)}\n\n"
             + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        atomic_write_text(path, text)
     except OSError:
         return None
     return path

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._atomic import atomic_path, json_line
+from .._atomic import atomic_write_text, json_line
 from ..config import Config
 from ..metrics import SIZE_BUCKETS, bootstrap_ci
 from .reading import floor, pct, pts, reading
@@ -352,7 +352,6 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """Write report.json (everything) and report.md into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
-    for key, text in (("json", dumps_compact(report) + "\n"), ("md", render_markdown(report))):
-        with atomic_path(paths[key]) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+    atomic_write_text(paths["json"], dumps_compact(report) + "\n")
+    atomic_write_text(paths["md"], render_markdown(report))
     return paths

@@ -11,7 +11,7 @@ from detection_bridge.boxes import xywh_to_xyxy, xyxy_to_xywh
 from detection_bridge.coco import load_split
 from detection_bridge.matching import (BACKGROUND, CROWD, DROPPED_BACKGROUND, IGNORED, POSITIVE, MatchParams,
                                        jitter_boxes, match_detections, pairwise_iou, select_detections)
-from detection_bridge._io import read_json
+from detection_bridge.fileio import read_json
 
 
 def random_boxes_xywh(rng: np.random.Generator, n: int) -> np.ndarray:
