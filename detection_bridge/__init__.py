@@ -15,6 +15,7 @@ _EXPORTS = {
     "CropRecord": "records", "CategoryMap": "records", "CropSet": "records",
     "read_manifest": "records", "write_manifest": "records",
     "load_split": "coco", "split_paths": "coco",
+    "Detection": "results", "ImageEntry": "results", "read_results": "results", "images_in_folder": "results",
     "MatchParams": "matching",
     "extract_crops": "cropper",
     "CropCache": "cache", "build_cache": "cache", "open_cache": "cache",

@@ -32,6 +32,7 @@ from .errors import AnnotationError, EmptyResultError, ErrorPolicy, ImageError, 
 from .matching import (BACKGROUND, POSITIVE, MatchParams, jitter_boxes, match_detections, pairwise_iou,
                        select_detections)
 from .records import BACKGROUND_CATEGORY_ID, CategoryMap, CropRecord, CropSet, is_finite_box
+from .results import Detection, ImageEntry, ImageIndex, group_by_image, read_results
 
 BoxSource = Literal["gt", "detections", "both"]
 
@@ -43,16 +44,6 @@ class SplitPaths:
     annotations: Path
     images: Path
     detections: Path | None = None
-
-
-@dataclass(frozen=True)
-class ImageEntry:
-    """One usable image of the instances file (its size is checked against the file's header)."""
-
-    image_id: int
-    path: str
-    width: int
-    height: int
 
 
 def split_paths(data_dir: str | os.PathLike | None = None, split: str = "train", *,
@@ -127,9 +118,9 @@ def check_image_file(entry: ImageEntry) -> None:
 
 
 def _load_images(raw_images: list, paths: SplitPaths, policy: ErrorPolicy, box_counts: Counter,
-                 check_files: bool) -> tuple[dict[int, ImageEntry], set[int]]:
+                 check_files: bool) -> tuple[ImageIndex, set[int]]:
     """Usable images by id, and the ids of images reported bad (their boxes are skipped with them)."""
-    good: dict[int, ImageEntry] = {}
+    good: ImageIndex = {}
     bad: set[int] = set()
     ann_file = str(paths.annotations)
     for entry in raw_images:
@@ -164,7 +155,7 @@ def _check_box(bbox_xywh: Any, width: int, height: int, where: tuple[str, str]) 
                               f"{width}x{height} image")
 
 
-def _check_annotation(ann: Any, images: dict[int, ImageEntry], category_ids: set[int], ann_file: str) -> dict:
+def _check_annotation(ann: Any, images: ImageIndex, category_ids: set[int], ann_file: str) -> dict:
     keys_ok = isinstance(ann, dict) and all(k in ann for k in ("id", "image_id", "category_id", "bbox"))
     if not keys_ok or not isinstance(ann["id"], int) or isinstance(ann["id"], bool):
         rid = f"annotation {ann.get('id')}" if isinstance(ann, dict) else "annotation"
@@ -182,7 +173,7 @@ def _check_annotation(ann: Any, images: dict[int, ImageEntry], category_ids: set
     return {**ann, "area": area, "iscrowd": int(bool(ann.get("iscrowd", 0)))}
 
 
-def _index_coco(categories: list, images: dict[int, ImageEntry], annotations: list) -> COCO:
+def _index_coco(categories: list, images: ImageIndex, annotations: list) -> COCO:
     """A pycocotools index over validated entries (its progress prints silenced)."""
     coco = COCO()
     coco.dataset = {"images": [{"id": i.image_id, "file_name": i.path, "width": i.width, "height": i.height}
@@ -194,7 +185,7 @@ def _index_coco(categories: list, images: dict[int, ImageEntry], annotations: li
 
 
 def load_ground_truth(paths: SplitPaths, policy: ErrorPolicy, filtered: Counter, *, check_images: bool = True
-                      ) -> tuple[COCO, dict[int, ImageEntry], set[int], list[dict]]:
+                      ) -> tuple[COCO, ImageIndex, set[int], list[dict]]:
     """Validate and index an instances file: ``(coco, usable images, bad image ids, categories)``.
 
     Boxes on images reported bad are counted in ``filtered["gt_on_skipped_images"]``.
@@ -223,7 +214,7 @@ def load_ground_truth(paths: SplitPaths, policy: ErrorPolicy, filtered: Counter,
     return _index_coco(categories, images, anns), images, bad_images, categories
 
 
-def gt_records(coco: COCO, images: dict[int, ImageEntry], cmap: CategoryMap, min_size: float,
+def gt_records(coco: COCO, images: ImageIndex, cmap: CategoryMap, min_size: float,
                filtered: Counter) -> list[CropRecord]:
     """One record per non-crowd box whose shorter side is at least ``min_size`` pixels."""
     records = []
@@ -241,54 +232,32 @@ def gt_records(coco: COCO, images: dict[int, ImageEntry], cmap: CategoryMap, min
     return records
 
 
-@dataclass(frozen=True)
-class Detection:
-    """One validated entry of a COCO results file (``index`` is its position in the file)."""
-
-    index: int
-    image_id: int
-    category_id: int
-    box_xyxy: tuple[float, float, float, float]
-    score: float
-
-
-def _check_detection(i: int, det: Any, images: dict[int, ImageEntry], category_ids: set[int], path: str
-                     ) -> Detection:
-    where = (path, f"detection #{i}")
-    if not isinstance(det, dict) or not all(k in det for k in ("image_id", "category_id", "bbox", "score")):
-        raise AnnotationError(*where, "bad_detection", "needs image_id, category_id, bbox, score")
-    if not _in(det["image_id"], images):
-        raise AnnotationError(*where, "unknown_image", f"image_id {det['image_id']} is not in the ground truth")
-    if not _in(det["category_id"], category_ids):
-        raise AnnotationError(*where, "unknown_category", f"category_id {det['category_id']} is not in 'categories'")
-    if not is_finite_box([det["score"], 0, 0, 0]):
-        raise AnnotationError(*where, "bad_score", f"score must be a finite number, got {det['score']!r}")
-    image = images[det["image_id"]]
-    _check_box(det["bbox"], image.width, image.height, where)
-    return Detection(i, det["image_id"], det["category_id"], tuple(xywh_to_xyxy(det["bbox"])), float(det["score"]))
-
-
-def load_detections(path: Path, images: dict[int, ImageEntry], bad_images: set[int], category_ids: set[int],
+def load_detections(path: Path, images: ImageIndex, bad_images: set[int], category_ids: set[int],
                     policy: ErrorPolicy, filtered: Counter) -> dict[int, list[Detection]]:
-    """Validated detections grouped by image id (a results file is a JSON list, as pycocotools expects)."""
-    raw = read_json(path, "COCO results")
-    if not isinstance(raw, list):
-        raise MalformedFileError(str(path), None, "malformed_json", "a COCO results file must be a JSON list")
-    by_image: dict[int, list[Detection]] = {}
-    for i, det in enumerate(raw):
-        if isinstance(det, dict) and _in(det.get("image_id"), bad_images):
+    """Valid detections (:func:`~detection_bridge.results.read_results`) on known images and categories, whose
+    box can be cut from its image, grouped by image id."""
+    kept = []
+    for d in read_results(path, policy):
+        if d.image_id in bad_images:
             filtered["detection_on_skipped_images"] += 1  # the image itself is the reported skip
             continue
+        where = (str(path), f"detection #{d.index}")
         try:
-            d = _check_detection(i, det, images, category_ids, str(path))
+            if d.image_id not in images:
+                raise AnnotationError(*where, "unknown_image", f"image_id {d.image_id} is not in the ground truth")
+            if d.category_id not in category_ids:
+                raise AnnotationError(*where, "unknown_category",
+                                      f"category_id {d.category_id} is not in 'categories'")
+            image = images[d.image_id]
+            _check_box(d.bbox, image.width, image.height, where)  # a crop needs a positive size inside the image
         except AnnotationError as e:
             policy.report(e)
             continue
-        by_image.setdefault(d.image_id, []).append(d)
-    return by_image
+        kept.append(d)
+    return group_by_image(kept)
 
 
-def detection_records(coco: COCO, images: dict[int, ImageEntry], by_image: dict[int, list[Detection]],
+def detection_records(coco: COCO, images: ImageIndex, by_image: dict[int, list[Detection]],
                       cmap: CategoryMap, params: MatchParams, min_size: float, filtered: Counter
                       ) -> list[CropRecord]:
     """Label detections by IoU with ground truth (see :mod:`detection_bridge.matching`).
@@ -322,7 +291,7 @@ def detection_records(coco: COCO, images: dict[int, ImageEntry], by_image: dict[
     return records
 
 
-def jitter_records(gt: list[CropRecord], n: int, images: dict[int, ImageEntry], *, min_iou: float = 0.7,
+def jitter_records(gt: list[CropRecord], n: int, images: ImageIndex, *, min_iou: float = 0.7,
                    seed: int = 0) -> list[CropRecord]:
     """``n`` jittered copies of each ground-truth record (seeded per annotation: order-independent)."""
     records = []

@@ -197,7 +197,7 @@ def calibrate_file(stage: SecondStage, detections: str | os.PathLike, *, data: s
         raise ValueError(f"{detections}: no detections to calibrate on")
     classified = classify_results(stage, results, index, batch_images=batch_images, on_unknown=on_unknown,
                                   where=str(detections), progress=progress)
-    if not classified.order:
+    if not classified.detections:
         raise ValueError(f"{detections}: none of its detections is for an image of split {split!r}")
     fusion = fit_fusion(classified, coco, grid=grid, max_area=max_area, progress=report)
     info = {"split": split, "detections": str(detections), "data": str(data), **(fusion.report or {})}

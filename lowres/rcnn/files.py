@@ -1,75 +1,54 @@
 """Rescore a COCO results file from any detector: read, classify image by image, fuse, write, evaluate.
 
-A COCO results file is a JSON list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``.
-Each image is decoded once (the bridge's PIL decoder, RGB, EXIF orientation not applied, as COCO's
+A COCO results file is a JSON list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``, read
+and validated by the bridge's one reader (:mod:`detection_bridge.results`), the same rules and errors as for
+training crops from detections; fusion needs one more thing, scores in [0, 1]. Each image is decoded once (the bridge's PIL decoder, RGB, EXIF orientation not applied, as COCO's
 boxes assume) and all boxes of ``batch_images`` images are classified in one
 :meth:`SecondStage.classify` call. Output entries keep the input's ``image_id`` and ``bbox`` exactly and
 carry the fused ``category_id`` and ``score``; detections suppressed as background are left out.
 
-Images are found through ground truth (``images`` of an instances file: ``file_name`` under the image
-folder) or, without one, in a folder whose file names are the image ids (``000000000139.jpg`` -> 139).
+Images are found through the bridge's one image index: ground truth (``images`` of an instances file:
+``file_name`` under the image folder) or, without one, a folder whose file names are the image ids
+(``000000000139.jpg`` -> 139). Fusion is :func:`lowres.rcnn.fusion.fuse_detections`, as on the tensor path.
 A detection for an image that cannot be found is an error, or with ``on_unknown="skip"`` a counted skip.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import io
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
 import torch
+from pycocotools.cocoeval import COCOeval
 
-from detection_bridge.boxes import xywh_to_xyxy
+from detection_bridge.coco import load_ground_truth, split_paths
+from detection_bridge.cropper import decode_image
+from detection_bridge.errors import ErrorPolicy
+from detection_bridge.fileio import atomic_write_json, read_json
 from detection_bridge.records import CategoryMap
+from detection_bridge.results import Detection, ImageIndex, group_by_image, images_in_folder, read_results
 
-from .._atomic import atomic_write_json
-from .fusion import Fusion, LabelSpace, fuse_with
+from .fusion import Fusion, LabelSpace, check_detector_scores, fuse_detections
 from .second_stage import SecondStage, as_fusion
 
-__all__ = ["ImageIndex", "ClassifiedResults", "RescoredResults", "load_results", "classify_results", "rescore_results",
+__all__ = ["ClassifiedResults", "RescoredResults", "load_results", "classify_results", "rescore_results",
            "rescore_file", "split_ground_truth", "coco_bbox_metrics", "coco_ap", "fusion_output_paths",
-           "metrics_table", "METRIC_NAMES", "IMAGE_SUFFIXES"]
+           "metrics_table", "METRIC_NAMES"]
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6]
 _ALL_AREAS = (0.0, 1e5 ** 2)  # COCOeval's "all" area range
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-@dataclass
-class ImageIndex:
-    """Where each image id's file is, and its size when ground truth says it (checked on decode)."""
-
-    paths: dict[int, str]
-    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
-
-    @classmethod
-    def from_folder(cls, folder: str | os.PathLike) -> "ImageIndex":
-        """Images named by their integer id (COCO's 12-digit names); other names are ignored."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"image folder {folder} not found")
-        paths = {}
-        for p in sorted(folder.iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.isdigit():
-                paths.setdefault(int(p.stem), str(p))
-        return cls(paths)
-
-    @classmethod
-    def from_ground_truth(cls, images: Iterable[Any]) -> "ImageIndex":
-        """From the bridge's validated ``ImageEntry`` values (``image_id``, ``path``, ``width``, ``height``)."""
-        images = list(images)
-        return cls({e.image_id: e.path for e in images}, {e.image_id: (e.width, e.height) for e in images})
 
 
 def load_label_map(path: str | os.PathLike) -> dict[int, int | None]:
     """A detector-label -> COCO-category-id map from JSON: an object ``{"1": 1, "2": 3, ...}`` or a list indexed
     by detector label (``null`` for unused labels, e.g. background). Bad entries raise ``ValueError`` naming them."""
-    from detection_bridge._io import read_json
-
     data = read_json(path, "label map")
     items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else None
     if items is None:
@@ -86,82 +65,62 @@ def load_label_map(path: str | os.PathLike) -> dict[int, int | None]:
     return out
 
 
-def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read and validate a COCO results file (a JSON list); a bad entry raises ``ValueError`` naming it."""
-    from detection_bridge._io import read_json
-
-    data = read_json(path, "COCO results")
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: a COCO results file must be a JSON list of detections")
-    for i, det in enumerate(data):
-        _check_result(det, f"{path}: detection #{i}")
-    return data
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_result(det: Any, where: str) -> None:
-    if not isinstance(det, dict) or not all(k in det for k in ("image_id", "category_id", "bbox", "score")):
-        raise ValueError(f"{where}: needs image_id, category_id, bbox and score")
-    if not isinstance(det["image_id"], int) or not isinstance(det["category_id"], int):
-        raise ValueError(f"{where}: image_id and category_id must be integers")
-    bbox = det["bbox"]
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-        raise ValueError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
-    if bbox[2] < 0 or bbox[3] < 0:
-        raise ValueError(f"{where}: bbox {bbox} has a negative width or height")
-    if not _is_number(det["score"]) or not 0.0 <= det["score"] <= 1.0:
-        raise ValueError(f"{where}: score must be a number in [0, 1] (a detector's confidence), got {det['score']!r}")
+def load_results(path: str | os.PathLike) -> list[Detection]:
+    """A COCO results file read and validated by the bridge's one reader
+    (:func:`detection_bridge.results.read_results`), whose scores must also be detector confidences in [0, 1]
+    (what every fusion rule assumes, checked as on the tensor path). Errors name the file and the record."""
+    dets = read_results(path)
+    check_detector_scores(torch.tensor([d.score for d in dets], dtype=torch.float64),
+                          lambda k: f"{path}: detection #{dets[k].index}")
+    return dets
 
 
 @dataclass
 class ClassifiedResults:
     """A results file's detections with the classifier's probabilities, ready to fuse with any rule.
 
-    Rows follow ``order`` (indices into ``results``, grouped by image); ``det_scores`` and ``areas`` are
-    float64 so that a detector-alone box keeps its score exactly (see :func:`lowres.rcnn.fusion.fuse_with`).
+    ``detections`` are in classification order (grouped by image, image ids ascending, file order within an
+    image); ``det_scores`` and ``areas`` are float64 so that a detector-alone box keeps its score exactly (see
+    :func:`lowres.rcnn.fusion.fuse_with`).
     """
 
-    results: list[dict[str, Any]]
-    order: list[int]
+    detections: list[Detection]
     probs: torch.Tensor
     det_labels: torch.Tensor
     det_scores: torch.Tensor
     areas: torch.Tensor
     space: LabelSpace
-    background_label: int | None
     skipped: Counter = field(default_factory=Counter)
     num_images: int = 0
 
+    @property
+    def background_label(self) -> int | None:
+        return self.space.category_map.background_label
+
     @classmethod
-    def build(cls, results: list[dict[str, Any]], probs: torch.Tensor, category_map: CategoryMap,
-              order: list[int] | None = None, *, where: str = "detections file", skipped: Counter | None = None,
+    def build(cls, detections: list[Detection], probs: torch.Tensor, category_map: CategoryMap, *,
+              where: str = "detections file", skipped: Counter | None = None,
               num_images: int | None = None) -> "ClassifiedResults":
-        """From validated ``results`` and the classifier's ``probs`` for ``results[order]`` (default: all, in
-        order); a category the classifier does not know raises ``ValueError`` naming ``where``."""
-        order = list(range(len(results))) if order is None else order
+        """From validated ``detections`` and the classifier's ``probs`` for them (row for row); a category the
+        classifier does not know raises ``ValueError`` naming ``where``."""
         space = LabelSpace(category_map)
-        rows = [results[i] for i in order]
-        det_labels = space.to_classifier(torch.tensor([r["category_id"] for r in rows], dtype=torch.int64), where)
-        det_scores = torch.tensor([float(r["score"]) for r in rows], dtype=torch.float64)
-        areas = torch.tensor([float(r["bbox"][2]) * float(r["bbox"][3]) for r in rows], dtype=torch.float64)
-        if len(probs) != len(rows):
-            raise ValueError(f"{where}: {len(rows)} detections but {len(probs)} rows of probabilities")
-        return cls(results, order, probs, det_labels, det_scores, areas, space, category_map.background_label,
-                   Counter() if skipped is None else skipped,
-                   len({r["image_id"] for r in rows}) if num_images is None else num_images)
+        det_labels = space.to_classifier(torch.tensor([d.category_id for d in detections], dtype=torch.int64), where)
+        det_scores = torch.tensor([d.score for d in detections], dtype=torch.float64)
+        areas = torch.tensor([d.area for d in detections], dtype=torch.float64)
+        if len(probs) != len(detections):
+            raise ValueError(f"{where}: {len(detections)} detections but {len(probs)} rows of probabilities")
+        return cls(detections, probs, det_labels, det_scores, areas, space, Counter() if skipped is None else skipped,
+                   len({d.image_id for d in detections}) if num_images is None else num_images)
 
     def fused(self, fusion: Fusion) -> tuple[list[dict[str, Any]], int]:
-        """COCO results of ``fusion`` (input ``image_id`` and ``bbox`` kept) and the number suppressed."""
-        labels, scores, keep = fuse_with(fusion, self.probs, self.det_scores, self.det_labels,
-                                         background_label=self.background_label, candidates=self.space.candidates,
-                                         areas=self.areas)
-        cats = self.space.category_ids(labels)
-        out = [{"image_id": self.results[i]["image_id"], "category_id": cats[k], "bbox": list(self.results[i]["bbox"]),
-                "score": float(scores[k])} for k, i in enumerate(self.order) if keep[k]]
-        return out, int((~keep).sum())
+        """COCO results of ``fusion`` (input ``image_id`` and ``bbox`` kept, input order) and the number
+        suppressed."""
+        labels, scores, kept = fuse_detections(fusion, self.probs, self.det_scores, self.det_labels, self.areas,
+                                               self.space)
+        kept_list = kept.tolist()
+        cats = self.space.category_ids(labels[kept])
+        out = [self.detections[k].to_result(category_id=c, score=float(scores[k])) for k, c in zip(kept_list, cats)]
+        return out, len(self.detections) - len(kept_list)
 
 
 @dataclass
@@ -173,76 +132,65 @@ class RescoredResults:
     num_images: int = 0
 
 
-def _group(results: list[dict[str, Any]], index: ImageIndex, on_unknown: str, skipped: Counter, where: str
-           ) -> dict[int, list[int]]:
-    """Indices of ``results`` per image id, checking that every image can be found."""
-    groups: dict[int, list[int]] = {}
-    unknown: Counter = Counter()
-    for i, det in enumerate(results):
-        if det["image_id"] in index.paths:
-            groups.setdefault(det["image_id"], []).append(i)
-        else:
-            unknown[det["image_id"]] += 1
+def _group(detections: list[Detection], index: ImageIndex, on_unknown: str, skipped: Counter, where: str
+           ) -> dict[int, list[Detection]]:
+    """Detections per image id (:func:`~detection_bridge.results.group_by_image`), checking that every image
+    can be found: an unknown one is an error, or with ``on_unknown="skip"`` counted and left out."""
+    unknown = Counter(d.image_id for d in detections if d.image_id not in index)
     if unknown and on_unknown == "raise":
         ids = sorted(unknown)[:10]
         raise ValueError(f"{where}: {sum(unknown.values())} detections are for {len(unknown)} image ids with no image "
                          f"(first: {ids}); check --images/--annotations, or pass --skip-unknown to count and skip them")
     if unknown:
         skipped["unknown_image_id"] += sum(unknown.values())
-    return groups
+    return group_by_image(d for d in detections if d.image_id in index)
 
 
 def _decode(index: ImageIndex, image_id: int) -> torch.Tensor:
-    """uint8 ``(3, H, W)`` with the bridge's decoder (PIL, RGB, no EXIF rotation): the pixels training saw."""
-    import numpy as np
-
-    from detection_bridge.cropper import decode_image
-    from detection_bridge.errors import ImageError
-
-    path = index.paths[image_id]
-    try:
-        image, _ = decode_image(path, expected_size=index.sizes.get(image_id), record=f"image {image_id}")
-    except ImageError as e:
-        raise ValueError(str(e)) from None
+    """uint8 ``(3, H, W)`` with the bridge's decoder (PIL, RGB, no EXIF rotation): the pixels training saw.
+    A missing, unreadable or mis-sized image is the bridge's ``ImageError`` naming it."""
+    entry = index[image_id]
+    image, _ = decode_image(entry.path, expected_size=entry.size, record=f"image {image_id}")
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
 
-def _classify_batch(stage: SecondStage, index: ImageIndex, results: list[dict[str, Any]], ids: list[int],
-                    groups: dict[int, list[int]]) -> torch.Tensor:
+def _classify_batch(stage: SecondStage, index: ImageIndex, groups: dict[int, list[Detection]], ids: list[int]
+                    ) -> torch.Tensor:
     images = [_decode(index, image_id) for image_id in ids]
-    boxes = [torch.tensor(xywh_to_xyxy([results[i]["bbox"] for i in groups[image_id]]), dtype=torch.float64
-                          ).reshape(-1, 4) for image_id in ids]
+    boxes = [torch.tensor([d.box_xyxy for d in groups[image_id]], dtype=torch.float64).reshape(-1, 4)
+             for image_id in ids]
     return torch.cat(stage.classify(images, boxes)).cpu()
 
 
-def classify_results(stage: SecondStage, results: list[dict[str, Any]], index: ImageIndex, *,
+def classify_results(stage: SecondStage, detections: list[Detection], index: ImageIndex, *,
                      batch_images: int = 8, on_unknown: str = "raise", where: str = "detections file",
                      progress: Callable[[int], None] | None = None) -> ClassifiedResults:
-    """Classify every box of validated COCO ``results`` once (category ids must be in the model's map; an
-    unknown one raises ``ValueError`` naming ``where``). ``progress`` gets the images done after each batch."""
+    """Classify every box of validated ``detections`` (:func:`load_results`) once (category ids must be in the
+    model's map; an unknown one raises ``ValueError`` naming ``where``). ``progress`` gets the images done after
+    each batch."""
     if on_unknown not in ("raise", "skip"):
         raise ValueError(f"on_unknown must be 'raise' or 'skip', got {on_unknown!r}")
-    skipped = Counter()
-    groups = _group(results, index, on_unknown, skipped, where)
-    order = [i for image_id in sorted(groups) for i in groups[image_id]]
+    skipped: Counter = Counter()
+    groups = _group(detections, index, on_unknown, skipped, where)
+    ordered = [d for dets in groups.values() for d in dets]
     LabelSpace(stage.category_map).to_classifier(  # unknown categories fail before the slow part
-        torch.tensor([results[i]["category_id"] for i in order], dtype=torch.int64), where)
-    ids, probs = sorted(groups), []
+        torch.tensor([d.category_id for d in ordered], dtype=torch.int64), where)
+    ids, probs = list(groups), []
     for start in range(0, len(ids), batch_images):
-        probs.append(_classify_batch(stage, index, results, ids[start:start + batch_images], groups))
+        probs.append(_classify_batch(stage, index, groups, ids[start:start + batch_images]))
         if progress is not None:
             progress(len(ids[start:start + batch_images]))
     probs_all = torch.cat(probs) if probs else torch.zeros((0, stage.num_classes))
-    return ClassifiedResults.build(results, probs_all, stage.category_map, order, where=where, skipped=skipped,
+    return ClassifiedResults.build(ordered, probs_all, stage.category_map, where=where, skipped=skipped,
                                    num_images=len(ids))
 
 
-def rescore_results(stage: SecondStage, results: list[dict[str, Any]], index: ImageIndex,
+def rescore_results(stage: SecondStage, results: list[Detection], index: ImageIndex,
                     fusions: Iterable[str] | Mapping[str, Fusion] = ("product",), *,
                     background_threshold: float | None = 0.5, batch_images: int = 8, on_unknown: str = "raise",
                     progress: Callable[[int], None] | None = None, where: str = "detections file"
                     ) -> RescoredResults:
-    """Rescore validated COCO ``results`` with each of ``fusions`` (rule names, or name -> :class:`Fusion`).
+    """Rescore validated ``results`` (:func:`load_results`) with each of ``fusions`` (rule names, or name -> :class:`Fusion`).
 
     Classification runs once; each rule is a cheap fusion over the same probabilities.
     """
@@ -292,10 +240,6 @@ def coco_ap(coco_gt: Any, results: list[dict[str, Any]], area_range: tuple[float
 def _cocoeval(coco_gt: Any, results: list[dict[str, Any]], *, area_range: tuple[float, float] | None = None) -> Any:
     """An accumulated pycocotools COCOeval (bbox) of ``results``; with ``area_range``, that range alone at 100
     detections per image."""
-    import copy
-
-    from pycocotools.cocoeval import COCOeval
-
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(copy.deepcopy(results))  # loadRes adds keys to the dicts it is given
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
@@ -315,24 +259,20 @@ def fusion_output_paths(out: str | os.PathLike, fusions: list[str]) -> dict[str,
     return {rule: out.with_name(f"{out.stem}.{rule}{out.suffix or '.json'}") for rule in fusions}
 
 
-def _ground_truth(data: str | None, split: str, images: str | None, annotations: str | None) -> tuple[Any, ImageIndex]:
+def _ground_truth(data: str | None, split: str, images: str | None, annotations: str | None
+                  ) -> tuple[Any, ImageIndex]:
     """``(pycocotools COCO or None, ImageIndex)`` from a coco-mini folder, an instances file, or a bare folder."""
-    from detection_bridge.coco import load_ground_truth, split_paths
-    from detection_bridge.errors import ErrorPolicy
-
     if data is None and annotations is None:
         if images is None:
             raise ValueError("give --data (with --split), or --images (optionally with --annotations)")
-        return None, ImageIndex.from_folder(images)
+        return None, images_in_folder(images)
     paths = split_paths(data, split, annotations=annotations, images=images)
     coco, entries, _, _ = load_ground_truth(paths, ErrorPolicy("raise"), Counter(), check_images=False)
-    return coco, ImageIndex.from_ground_truth(entries.values())
+    return coco, entries
 
 
 def split_ground_truth(data: str, split: str) -> tuple[Any, ImageIndex]:
     """``(pycocotools COCO, ImageIndex)`` of a coco-mini-layout split that must have ground-truth boxes."""
-    from detection_bridge.coco import split_paths
-
     coco, index = _ground_truth(data, split, None, None)
     if not coco.dataset.get("annotations"):
         raise ValueError(f"{split_paths(data, split).annotations}: split {split!r} has no ground-truth boxes")
@@ -360,27 +300,26 @@ def rescore_file(stage: SecondStage, detections: str | os.PathLike, out: str | o
                                "skipped": {**dict(rescored.skipped), **({"unmapped_label": unmapped} if unmapped else {})},
                                "kept": {r: len(v) for r, v in rescored.by_fusion.items()}}
     if coco is not None:
-        known = [r for r in results if r["image_id"] in index.paths]  # what was rescored
+        known = [d.to_result() for d in results if d.image_id in index]  # what was rescored
         summary["metrics"] = {"before": coco_bbox_metrics(coco, known),
                               **{rule: coco_bbox_metrics(coco, found) for rule, found in rescored.by_fusion.items()}}
     return summary
 
 
-def _to_coco_ids(results: list[dict[str, Any]], label_map: dict[int, int | None] | None,
-                 source: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
+def _to_coco_ids(results: list[Detection], label_map: dict[int, int | None] | None,
+                 source: str | os.PathLike) -> tuple[list[Detection], int]:
     """Detector labels -> COCO category ids through ``label_map`` (:func:`load_label_map`), before anything else
     sees them; a label mapped to None (no COCO category) is dropped and counted, an unmapped one is an error."""
     if label_map is None:
         return results, 0
     out, dropped = [], 0
-    for i, r in enumerate(results):
-        label = r["category_id"]
-        if label not in label_map:
-            raise ValueError(f"{source}: detection {i}: detector label {label} is not in the label map")
-        if label_map[label] is None:
+    for d in results:
+        if d.category_id not in label_map:
+            raise ValueError(f"{source}: detection {d.index}: detector label {d.category_id} is not in the label map")
+        if label_map[d.category_id] is None:
             dropped += 1
             continue
-        out.append({**r, "category_id": int(label_map[label])})
+        out.append(dataclasses.replace(d, category_id=int(label_map[d.category_id])))
     return out, dropped
 
 

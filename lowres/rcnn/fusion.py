@@ -32,20 +32,20 @@ stage can be confined to them (COCO's thresholds: small below 32^2, medium below
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from detection_bridge.fileio import atomic_write_json, read_json
 from detection_bridge.records import CategoryMap
 
-__all__ = ["FUSIONS", "fuse", "fuse_with", "LabelSpace", "RuleParams", "Band", "Fusion", "DETECTOR",
-           "SIZE_THRESHOLDS", "parse_max_area"]
+__all__ = ["FUSIONS", "fuse", "fuse_with", "fuse_detections", "check_detector_scores",
+           "LabelSpace", "RuleParams", "Band", "Fusion", "DETECTOR", "SIZE_THRESHOLDS", "parse_max_area"]
 
 FUSIONS: tuple[str, ...] = ("replace", "product", "max")
 SIZE_THRESHOLDS: dict[str, float] = {"small": 32.0 ** 2, "medium": 96.0 ** 2}  # COCOeval's area ranges
@@ -162,14 +162,10 @@ class Fusion:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the JSON atomically (small: the bands and the calibration report)."""
-        from .._atomic import atomic_write_json
-
         return atomic_write_json(path, self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Fusion":
-        from detection_bridge._io import read_json
-
         return cls.from_dict(read_json(path, "fusion parameters"), str(path))
 
 
@@ -218,6 +214,28 @@ def fuse_with(fusion: Fusion, probs: Tensor, det_scores: Tensor, det_labels: Ten
             labels[rows], scores[rows], keep[rows] = _apply(band.params, probs[rows], scores[rows], labels[rows],
                                                             num_objects, background_label, candidates)
     return labels, scores, keep
+
+
+def check_detector_scores(scores: Tensor, where: Callable[[int], str]) -> None:
+    """Detector confidences must lie in [0, 1]: anything else (logits, NaN) would make every rule lie.
+    ``where(k)`` names the ``k``-th score in the error (a tensor entry, or a results file's record)."""
+    bad = ~((scores >= 0) & (scores <= 1))  # also true for NaN
+    if bad.any():
+        k = int(bad.nonzero()[0])
+        raise ValueError(f"{where(k)}: score must be a number in [0, 1] (a detector's confidence), "
+                         f"got {float(scores[k])}")
+
+
+def fuse_detections(fusion: Fusion, probs: Tensor, det_scores: Tensor, det_labels: Tensor, areas: Tensor,
+                    space: "LabelSpace") -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`fuse_with` for detections whose labels are in ``space`` (background and relabelling candidates
+    from its category map): ``(labels, scores, kept)`` with ``kept`` the indices that survive background
+    suppression, in input order. Used by the tensor path (:meth:`SecondStage.rescore`, :func:`attach`) and the
+    file path (:class:`lowres.rcnn.files.ClassifiedResults`), which differ only in how they order the output."""
+    labels, scores, keep = fuse_with(fusion, probs, det_scores, det_labels.to(probs.device),
+                                     background_label=space.category_map.background_label,
+                                     candidates=space.candidates, areas=areas)
+    return labels, scores, keep.nonzero()[:, 0]
 
 
 def _apply(params: RuleParams, probs: Tensor, det_scores: Tensor, det_labels: Tensor, num_objects: int,

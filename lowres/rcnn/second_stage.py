@@ -23,7 +23,7 @@ from detection_bridge.records import CategoryMap
 from ..builder import load_model
 from ..runtime import autocast
 from .crops import batch_images, check_boxes, check_images, context_regions, iter_roi_crops
-from .fusion import Fusion, LabelSpace, fuse_with
+from .fusion import Fusion, LabelSpace, check_detector_scores, fuse_detections
 
 __all__ = ["SecondStage", "as_fusion", "bf16_supported", "resolve_precision", "PRECISIONS"]
 
@@ -198,7 +198,7 @@ class SecondStage(nn.Module):
             raise ValueError(f"got {len(images)} images but {len(detections)} detection dicts")
         space = label_map if isinstance(label_map, LabelSpace) else LabelSpace(self.category_map, label_map)
         for i, d in enumerate(detections):
-            _check_scores(_field(d, "scores", i), i)
+            check_detector_scores(_field(d, "scores", i), lambda k, i=i: f"detections[{i}]['scores'][{k}]")
         det_labels = [space.to_classifier(_field(d, "labels", i), f"detections[{i}]")
                       for i, d in enumerate(detections)]
         probs = self.classify(images, [_field(d, "boxes", i) for i, d in enumerate(detections)])
@@ -212,11 +212,8 @@ class SecondStage(nn.Module):
         boxes = det["boxes"].to(probs.device, torch.float64).reshape(-1, 4)
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         det_labels = det_labels.to(probs.device)
-        labels, scores, keep = fuse_with(fusion, probs, scores_in, det_labels,
-                                         background_label=self.category_map.background_label,
-                                         candidates=space.candidates, areas=areas)
-        order = keep.nonzero()[:, 0]
-        order = order[torch.sort(scores[order], descending=True, stable=True).indices]
+        labels, scores, kept = fuse_detections(fusion, probs, scores_in, det_labels, areas, space)
+        order = kept[torch.sort(scores[kept], descending=True, stable=True).indices]  # torchvision's order
         label_device = det["labels"].device
         out_labels = det["labels"].to(torch.int64)[order.to(label_device)]
         changed = (labels[order] != det_labels[order]).to(label_device)
@@ -254,11 +251,3 @@ def _field(det: Mapping[str, Tensor], key: str, i: int) -> Tensor:
     if len(set(n.values())) != 1:
         raise ValueError(f"detections[{i}] has {n} entries: boxes, labels and scores must agree")
     return det[key]
-
-
-def _check_scores(scores: Tensor, i: int) -> None:
-    """Detector confidences live in [0, 1]; anything else (logits, NaN) would make every fusion rule lie."""
-    bad = ~((scores >= 0) & (scores <= 1))  # also true for NaN
-    if bad.any():
-        k = int(bad.nonzero()[0])
-        raise ValueError(f"detections[{i}]['scores'][{k}] = {float(scores[k])}: scores must be in [0, 1]")

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from detection_bridge.records import CategoryMap
+from detection_bridge.results import check_detection
 from lowres.rcnn.calibrate import Grid, describe, fit_fusion, size_bands
 from lowres.rcnn.files import ClassifiedResults, coco_ap, coco_bbox_metrics
 from lowres.rcnn.fusion import DETECTOR, Fusion, fuse_with
@@ -82,7 +83,13 @@ def _probs(truth: list, cmap: CategoryMap, good_sizes: set[str], seed: int) -> t
 def _case(good_sizes: set[str], seed: int = 0) -> tuple[ClassifiedResults, object]:
     cmap = CategoryMap.from_coco(CATEGORIES, background=True)
     gt, dets, truth = _split(seed)
-    return ClassifiedResults.build(dets, _probs(truth, cmap, good_sizes, seed + 100), cmap), _coco(gt)
+    detections = [check_detection(i, d, "synthetic") for i, d in enumerate(dets)]
+    return ClassifiedResults.build(detections, _probs(truth, cmap, good_sizes, seed + 100), cmap), _coco(gt)
+
+
+def _detector(classified: ClassifiedResults) -> list[dict]:
+    """The detector's own results, as the file held them."""
+    return [d.to_result() for d in classified.detections]
 
 
 def test_perfect_classifier_gains_on_calibration_and_on_a_fresh_split() -> None:
@@ -92,7 +99,7 @@ def test_perfect_classifier_gains_on_calibration_and_on_a_fresh_split() -> None:
     assert fitted > before + 0.1, (before, fitted)
     assert all(b.params.temperature > 0 for b in fusion.bands)
     other, other_coco = _case({"small", "medium", "large"}, seed=1)  # fitted once, applied to another split
-    assert coco_ap(other_coco, other.fused(fusion)[0]) > coco_ap(other_coco, other.results) + 0.1
+    assert coco_ap(other_coco, other.fused(fusion)[0]) > coco_ap(other_coco, _detector(other)) + 0.1
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -100,12 +107,12 @@ def test_noise_classifier_falls_back_to_the_detector_alone(seed: int) -> None:
     classified, coco = _case(set(), seed)
     fusion = fit_fusion(classified, coco, grid=GRID)
     assert [b.params for b in fusion.bands] == [DETECTOR] * 3, describe(fusion)
-    detector_ap = coco_ap(coco, classified.results)
+    detector_ap = coco_ap(coco, _detector(classified))
     assert abs(fusion.report["fitted"]["AP"] - detector_ap) <= 1e-6
     assert abs(coco_ap(coco, classified.fused(fusion)[0]) - detector_ap) <= 1e-6
     rescored, suppressed = classified.fused(fusion)  # the detector alone, bit for bit
     assert suppressed == 0 and [(d["category_id"], d["score"]) for d in rescored] == \
-        [(d["category_id"], d["score"]) for d in classified.results]
+        [(d["category_id"], d["score"]) for d in _detector(classified)]
 
 
 def test_classifier_helping_only_on_small_boxes_is_gated_to_them() -> None:
@@ -127,12 +134,12 @@ def test_max_area_limits_the_fitted_bands() -> None:
     assert [b.name for b in fusion.bands] == ["small"] and fusion.bands[0].params.temperature > 0
     rescored, _ = classified.fused(fusion)
     large = [(d["category_id"], d["score"]) for d in rescored if d["bbox"][2] * d["bbox"][3] > 1024]
-    assert large == [(d["category_id"], d["score"]) for d in classified.results if d["bbox"][2] * d["bbox"][3] > 1024]
+    assert large == [(d["category_id"], d["score"]) for d in _detector(classified) if d["bbox"][2] * d["bbox"][3] > 1024]
 
 
 def test_ap_only_evaluation_equals_cocoeval_stats0() -> None:
     classified, coco = _case({"small"})
-    for results in (classified.results, classified.fused(Fusion.rule("max"))[0]):
+    for results in (_detector(classified), classified.fused(Fusion.rule("max"))[0]):
         assert coco_ap(coco, results) == coco_bbox_metrics(coco, results)["AP"]
 
 

@@ -42,6 +42,11 @@ def layout(coco_mini: Path, tmp_path: Path, checkpoint: Path) -> dict[str, Path]
             "train": root / "detections" / "det_train.json", "out": tmp_path / "out.json"}
 
 
+def _entries(path: Path) -> list[dict]:
+    """A results file as plain entries, read through the validating reader (outputs must pass it too)."""
+    return [d.to_result() for d in load_results(path)]
+
+
 def _run(layout: dict[str, Path], *extra: str) -> object:
     return CliRunner().invoke(main, ["rescore", "--no-progress", "--checkpoint", str(layout["ckpt"]), "--data",
                                      str(layout["root"]), "--split", "val", "--detections", str(layout["val"]),
@@ -60,14 +65,14 @@ def test_auto_fits_on_train_and_writes_its_parameters_beside_the_checkpoint(layo
     assert fusion.report["fitted"]["AP"] >= fusion.report["before"]["AP"]  # never worse where it was fitted
     summary = json.loads(summary_file.read_text())
     assert set(summary["metrics"]) == {"before", "auto", "product"}
-    assert "rescored: auto" in result.output and load_results(layout["out"].with_name("out.auto.json"))
+    assert "rescored: auto" in result.output and _entries(layout["out"].with_name("out.auto.json"))
 
 
 def test_max_area_leaves_larger_boxes_to_the_detector(layout: dict[str, Path]) -> None:
     result = _run(layout, "--fusion", "max", "--max-area", "small", "--background-threshold", "1")
     assert result.exit_code == 0, result.output
     assert "rescored: max-small" in result.output
-    source, rescored = load_results(layout["val"]), load_results(layout["out"])
+    source, rescored = _entries(layout["val"]), _entries(layout["out"])
     assert len(rescored) == len(source)
     large = [(s, r) for s, r in zip(source, rescored) if s["bbox"][2] * s["bbox"][3] >= 32 ** 2]
     assert large and all(r["score"] == s["score"] and r["category_id"] == s["category_id"] for s, r in large)
@@ -92,7 +97,7 @@ def _break(layout: dict[str, Path], how: str) -> tuple[Path, str]:
     if how == "empty detections":
         layout["train"].write_text("[]")
         return layout["train"], "no detections to calibrate on"
-    dets = load_results(layout["train"])
+    dets = _entries(layout["train"])
     layout["train"].write_text(json.dumps([{**dets[0], "category_id": 12}] + dets))  # 12: no such COCO class
     return layout["train"], "labels [12]"
 

@@ -32,6 +32,11 @@ def small_split(coco_mini: Path, tmp_path: Path) -> dict[str, Path]:
             "root": coco_mini, "out": tmp_path / "rescored.json"}
 
 
+def _entries(path: Path) -> list[dict]:
+    """A results file as plain entries, read through the validating reader (outputs must pass it too)."""
+    return [d.to_result() for d in load_results(path)]
+
+
 def _run(args: list[str]) -> object:
     return CliRunner().invoke(main, ["rescore", "--no-progress", *args])
 
@@ -48,9 +53,9 @@ def test_rescore_all_fusions_with_ground_truth(checkpoint: Path, small_split: di
         assert row in result.output
     summary = json.loads(metrics_file.read_text())
     assert set(summary["metrics"]) == {"before", "replace", "product", "max"}
-    source = load_results(small_split["dets"])
+    source = _entries(small_split["dets"])
     for rule in ("replace", "product", "max"):
-        rescored = load_results(small_split["out"].with_name(f"rescored.{rule}.json"))
+        rescored = _entries(small_split["out"].with_name(f"rescored.{rule}.json"))
         assert len(rescored) == len(source)  # threshold 1: nothing suppressed
         assert [(r["image_id"], r["bbox"]) for r in rescored] == [(d["image_id"], d["bbox"]) for d in source]
         if rule == "product":
@@ -62,7 +67,7 @@ def test_rescore_with_a_data_folder_and_folder_of_images(checkpoint: Path, small
     result = _run(["--checkpoint", str(checkpoint), "--detections", str(small_split["dets"]),
                    "--images", str(small_split["images"]), "--out", str(small_split["out"]), "--fusion", "max"])
     assert result.exit_code == 0, result.output  # no ground truth: files found by id, no metrics
-    assert "AP50" not in result.output and len(load_results(small_split["out"])) <= N_IMAGES * PER_IMAGE
+    assert "AP50" not in result.output and len(_entries(small_split["out"])) <= N_IMAGES * PER_IMAGE
     result = _run(["--checkpoint", str(checkpoint), "--detections", str(small_split["dets"]),
                    "--data", str(small_split["root"]), "--split", "val", "--out", str(small_split["out"])])
     assert result.exit_code == 0, result.output
@@ -70,7 +75,7 @@ def test_rescore_with_a_data_folder_and_folder_of_images(checkpoint: Path, small
 
 
 def test_unknown_image_ids_error_or_counted_skip(checkpoint: Path, small_split: dict[str, Path]) -> None:
-    dets = load_results(small_split["dets"])
+    dets = _entries(small_split["dets"])
     dets.append({**dets[0], "image_id": 987654321})
     small_split["dets"].write_text(json.dumps(dets))
     args = ["--checkpoint", str(checkpoint), "--detections", str(small_split["dets"]), "--images",
@@ -97,7 +102,7 @@ def test_malformed_detections_are_clear_errors(checkpoint: Path, small_split: di
 
 
 def test_category_outside_the_model_and_bad_usage(checkpoint: Path, small_split: dict[str, Path]) -> None:
-    dets = load_results(small_split["dets"])[:1]
+    dets = _entries(small_split["dets"])[:1]
     small_split["dets"].write_text(json.dumps([{**dets[0], "category_id": 12}]))  # 12: unused COCO id
     base = ["--checkpoint", str(checkpoint), "--detections", str(small_split["dets"]), "--out", str(small_split["out"])]
     result = _run([*base, "--images", str(small_split["images"])])
@@ -109,7 +114,7 @@ def test_category_outside_the_model_and_bad_usage(checkpoint: Path, small_split:
 def test_label_map_file_maps_detector_labels_to_coco_ids(checkpoint: Path, small_split: dict[str, Path],
                                                          tmp_path: Path) -> None:
     """Detections written in a detector's own label space (k = 100 + COCO id) score as the COCO-id originals."""
-    source = load_results(small_split["dets"])
+    source = _entries(small_split["dets"])
     relabelled = tmp_path / "relabelled.json"
     relabelled.write_text(json.dumps([{**d, "category_id": 100 + d["category_id"]} for d in source]))
     label_map = tmp_path / "labels.json"
@@ -122,7 +127,7 @@ def test_label_map_file_maps_detector_labels_to_coco_ids(checkpoint: Path, small
                    "--label-map", str(label_map), "--out", str(tmp_path / "mapped.json")])
     assert plain.exit_code == 0 and mapped.exit_code == 0, mapped.output
     assert plain.output == mapped.output.replace("mapped.json", "plain.json")  # same AP before and after
-    assert load_results(tmp_path / "mapped.json") == load_results(tmp_path / "plain.json")  # COCO ids out
+    assert _entries(tmp_path / "mapped.json") == _entries(tmp_path / "plain.json")  # COCO ids out
     without = _run(["--checkpoint", str(checkpoint), "--detections", str(relabelled), *common,
                     "--out", str(tmp_path / "x.json")])
     assert without.exit_code != 0 and "label_map" in without.output
