@@ -1,7 +1,10 @@
 """Training and evaluation configuration: dataclasses in, YAML presets, flag overrides, resolved YAML out.
 
 Precedence is defaults < YAML file < flags (``--set key=value``, then dedicated flags such as ``--stem``),
-as in timm. Every field is typed and checked: an unknown key or a value of the wrong type is an error that
+as in timm. A YAML file may start from another with ``base: NAME`` (a preset name, or a YAML path relative
+to the file), as detectron2's ``_BASE_`` and mmcv's ``_base_``: the base is resolved first (bases of bases
+too) and the file's own values are merged over it, section by section, so each preset states only how it
+differs. The defaults below are the paper's recipe; the presets in configs/ build on them or on each other. Every field is typed and checked: an unknown key or a value of the wrong type is an error that
 names the key, because a silently ignored typo in a training config costs a whole run. The resolved config
 is plain data (``Config.to_dict()``), so it can be written next to the outputs and stored in checkpoints
 that load with ``torch.load(..., weights_only=True)``.
@@ -16,13 +19,16 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from ._atomic import atomic_write_bytes
 from .config_checks import ConfigError, check_ranges, check_value
 
 __all__ = [
     "ConfigError", "Config", "ModelConfig", "DataConfig", "CropConfig", "AugmentConfig", "OptimConfig",
     "ScheduleConfig", "TrainConfig", "EvalConfig", "load_config", "apply_overrides", "save_config",
-    "preset_path", "list_presets", "default_train_config",
+    "preset_path", "list_presets", "default_train_config", "read_yaml", "resolve_base",
 ]
+
+BASE_KEY = "base"  # a YAML config's parent: a preset name or a path relative to the file
 
 
 @dataclass
@@ -297,6 +303,8 @@ def describe(cfg: Config) -> str:
     steps = f" of at most {t.max_steps_per_epoch} steps" if t.max_steps_per_epoch else ""
     return (f"stem {cfg.model.stem}, width {cfg.model.width:g}, {t.epochs} epochs{steps}, batch {t.batch_size}, "
             f"{cfg.optim.name}")
+
+
 def read_yaml(path: Path, *, complete: bool = False) -> dict[str, Any]:
     """A config file's mapping; unreadable, malformed or non-UTF-8 files (and, with ``complete``, files that
     lack any key of a resolved config) are a :class:`ConfigError` naming the file and the place."""
@@ -317,9 +325,51 @@ def read_yaml(path: Path, *, complete: bool = False) -> dict[str, Any]:
     return raw or {}
 
 
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``: mappings merge key by key, anything else (None included) replaces."""
+    out = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_merge(out[key], value) if both else value
+    return out
+
+
+def _base_path(name: Any, referrer: Path) -> Path:
+    """The file a ``base:`` names: a YAML path relative to ``referrer``, else a preset of configs/."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{referrer}: 'base' must be a preset name or a YAML path, got {name!r}")
+    beside = referrer.parent / name
+    if beside.is_file():
+        return beside
+    preset = _presets_dir() / f"{name}.yaml"
+    if preset.is_file():
+        return preset
+    raise ConfigError(f"{referrer}: base '{name}' is neither a file ({beside}) nor a preset "
+                      f"(presets: {', '.join(list_presets())})")
+
+
+def resolve_base(raw: dict[str, Any], path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``raw`` (a config mapping read from ``path``) merged over its ``base:`` chain; without one, ``raw``.
+
+    A base that does not exist or that leads back to a file of the chain is a :class:`ConfigError` naming the
+    file; a base's own mistakes (unknown keys, wrong types) are reported against the base's file."""
+    chain = (*_chain, path.resolve())
+    if BASE_KEY not in raw:
+        return raw
+    base = _base_path(raw[BASE_KEY], path)
+    if base.resolve() in chain:
+        cycle = " -> ".join(p.name for p in (*chain, base.resolve()))
+        raise ConfigError(f"{path}: 'base' makes a cycle ({cycle}): a preset cannot inherit from itself")
+    base_raw = resolve_base(read_yaml(base), base, chain)
+    _refuse_bench_preset(base_raw, str(base))
+    Config.from_dict(base_raw, source=str(base))  # a mistake in the base is reported against the base
+    return _deep_merge(base_raw, {k: v for k, v in raw.items() if k != BASE_KEY})
+
+
 def load_config(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
                 stem: int | None = None, data: str | None = None, complete: bool = False) -> Config:
-    """Resolve defaults < YAML (file or preset name) < ``--set`` overrides < ``stem``/``data`` flags.
+    """Resolve defaults < YAML (file or preset name, over its ``base:`` chain) < ``--set`` overrides <
+    ``stem``/``data`` flags.
 
     ``complete=True`` requires the file to be a full resolved config (a run folder's config.yaml on resume)."""
     raw: dict[str, Any] = {}
@@ -329,6 +379,7 @@ def load_config(config: str | Path | None = None, overrides: list[str] | tuple[s
         source = str(path)
         raw = read_yaml(path, complete=complete)
         _refuse_bench_preset(raw, source)
+        raw = resolve_base(raw, path)
         Config.from_dict(raw, source=source)  # report YAML mistakes against the file, not the flags
     raw = apply_overrides(raw, list(overrides))
     flags = bool(overrides)
@@ -342,7 +393,5 @@ def load_config(config: str | Path | None = None, overrides: list[str] | tuple[s
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML (the run folder's config.yaml), atomically."""
-    from ._atomic import atomic_write_bytes
-
+    """Write the resolved config as YAML (the run folder's config.yaml), atomically (no ``base:``: every key)."""
     return atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode("utf-8"))

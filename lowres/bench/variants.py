@@ -19,8 +19,9 @@ variant changes only ``model.stem``, ``crop.size`` and ``crop.upsample_to`` (and
 off where the input is too small for it: naive-79).
 
 A bench preset is a YAML file with two sections: ``bench`` (variants, seeds, throughput settings) and
-``config`` (a training config, the same keys as ``configs/cpu.yaml``, shared by every variant). It is
-not a ``lowres train`` config (``lowres train --config bench_cpu`` is an unknown-key error).
+``config`` (a training config, the same keys as ``configs/cpu.yaml``, shared by every variant; its ``base:``
+names the training preset it starts from, e.g. ``base: cpu``). It is not a ``lowres train`` config
+(``lowres train --config bench_cpu`` is refused, naming ``lowres bench``).
 """
 from __future__ import annotations
 
@@ -29,9 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
-from ..config import Config, ConfigError, apply_overrides, parse_override, preset_path
+from ..config import Config, ConfigError, apply_overrides, parse_override, preset_path, read_yaml, resolve_base
 from ..models import STEMS, min_input_size
 from ..runtime import model_input_size
 
@@ -160,9 +159,9 @@ def load_bench_preset(name_or_path: str | Path = "smoke", overrides: list[str] |
     """Resolve a bench preset: YAML < ``--set`` overrides (``bench.seeds=2``, ``train.epochs=3``) < flags."""
     path = bench_preset_path(name_or_path)
     source = str(path)
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(raw, dict) or set(raw) - {"bench", "config"}:
-        extra = sorted(set(raw) - {"bench", "config"}) if isinstance(raw, dict) else ["<not a mapping>"]
+    raw = read_yaml(path)
+    if set(raw) - {"bench", "config"}:
+        extra = sorted(set(raw) - {"bench", "config"})
         raise ConfigError(f"{source}: a bench preset has the sections 'bench' and 'config' only, got {extra}")
     bench_over, config_over = _split_overrides(overrides)
     bench_raw = apply_overrides(raw.get("bench") or {}, bench_over)
@@ -171,7 +170,7 @@ def load_bench_preset(name_or_path: str | Path = "smoke", overrides: list[str] |
     if variants is not None:
         bench_raw["variants"] = list(variants)
     bench = _bench_section(bench_raw, source + (" + flags" if bench_over or seeds or variants else ""))
-    config_raw = apply_overrides(raw.get("config") or {}, config_over)
+    config_raw = apply_overrides(resolve_base(raw.get("config") or {}, path), config_over)  # config.base: a preset
     cfg = Config.from_dict(config_raw, source=f"{source} config" + (" + flags" if config_over else ""))
     name = path.stem[len("bench_"):] if path.stem.startswith("bench_") else str(path)
     return BenchSpec(name=name, config=cfg.to_dict(), source=source, **bench)

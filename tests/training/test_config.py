@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from lowres.config import Config, ConfigError, list_presets, load_config, preset_path, save_config
+from lowres.config import Config, ConfigError, load_config, save_config
 
 
 def test_defaults_are_the_paper_recipe():
@@ -48,20 +48,6 @@ def test_set_needs_key_value():
 def test_none_and_optional():
     cfg = load_config(None, ["optim.clip_grad_norm=null", "data.max_train=8"])
     assert cfg.optim.clip_grad_norm is None and cfg.data.max_train == 8
-
-
-@pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])
-def test_presets_load_by_name(name):
-    assert name in list_presets()
-    cfg = load_config(name)
-    assert preset_path(name).name == f"{name}.yaml"
-    assert isinstance(cfg, Config)
-
-
-def test_paper_preset_is_the_paper():
-    cfg = load_config("paper")
-    assert cfg.model.width == 1.0 and cfg.train.epochs == 100 and cfg.optim.name == "rmsprop_tf"
-    assert cfg.optim.lr == 0.045 and cfg.schedule.name == "step"
 
 
 def test_resolved_config_roundtrip(tmp_path):
