@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmark the checkout this script belongs to
 from detection_bridge.boxes import CropGeometry  # noqa: E402
 from detection_bridge.cache import build_cache  # noqa: E402
-from detection_bridge.coco import load_split  # noqa: E402
+from detection_bridge.coco import SplitOptions, load_split  # noqa: E402
 from detection_bridge.cropper import iter_image_crops, naive_crop  # noqa: E402
 
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "coco-mini"
@@ -56,7 +56,7 @@ def decode_all(paths: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> str:
     geo = CropGeometry()
-    records = load_split(args.data, args.split, check_images=False).records
+    records = load_split(args.data, args.split, SplitOptions(check_images=False)).records
     paths = sorted({r.image_path for r in records})[: args.limit_images]
     keep = set(paths)
     records = [r for r in records if r.image_path in keep]

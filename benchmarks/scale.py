@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmark the checkout this script belongs to
 from detection_bridge.cache import build_cache  # noqa: E402
-from detection_bridge.coco import load_split  # noqa: E402
+from detection_bridge.coco import SplitOptions, load_split  # noqa: E402
 
 TRAIN2017_IMAGES, TRAIN2017_BOXES = 118_287, 860_001
 SIZES = (79, 151, 299)
@@ -96,7 +96,7 @@ def startup(root: Path, ranks: int) -> list[dict]:
 
 
 def build_rates(root: Path, sample_images: int, workers: int, work: Path) -> dict[int, dict]:
-    records = load_split(root, "train2017", check_images=False).records
+    records = load_split(root, "train2017", SplitOptions(check_images=False)).records
     keep = {r.image_path for r in records[: 8 * sample_images]}
     keep = set(sorted(keep)[:sample_images])
     sample = [r for r in records if r.image_path in keep]

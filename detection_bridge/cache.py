@@ -259,7 +259,8 @@ def _finish(records: Sequence[CropRecord], build: Path, num_shards: int, header:
     np.save(build / LOCATE_NAME, locate[kept])
     atomic_write_json(build / INDEX_NAME, {
         **header, "shards": shards, "records": records_to_dicts([records[i] for i in kept]),
-        "category_map": category_map.to_dict() if category_map else None, "skipped": skipped.to_dict()}, indent=1, sort_keys=True)
+        "category_map": category_map.to_dict() if category_map else None, "skipped": skipped.to_dict()},
+        indent=1, sort_keys=True)
     os.chmod(build, default_mode(directory=True))
 
 

@@ -17,6 +17,7 @@ import contextlib
 import io
 import os
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Hashable
@@ -45,6 +46,42 @@ class SplitPaths:
     images: Path
     detections: Path | None = None
 
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """Which crop records :func:`load_split` makes from a split (its files are named separately).
+
+    ``boxes``: ground truth, a detector's boxes matched to it, or both. ``background``: keep detections with
+    max IoU < ``iou_background`` as an extra last class. ``min_size``: shorter box side in pixels below which a
+    box is filtered. ``iou_positive`` / ``iou_background`` / ``score_threshold`` / ``top_k``: how detections are
+    labelled and selected (:class:`~detection_bridge.matching.MatchParams`; R-CNN's 0.5 / 0.3 by default).
+    ``jitter``: add this many jittered copies (IoU >= ``jitter_iou``) of every ground-truth record, seeded by
+    ``seed``. ``on_error``: raise on a bad entry, or count and skip it. ``check_images``: read every image
+    header now, so a missing file fails here rather than halfway through a cache build.
+    """
+
+    boxes: BoxSource = "gt"
+    background: bool = False
+    min_size: float = 1.0
+    iou_positive: float = 0.5
+    iou_background: float = 0.3
+    score_threshold: float | None = None
+    top_k: int | None = None
+    jitter: int = 0
+    jitter_iou: float = 0.7
+    seed: int = 0
+    on_error: OnError = "raise"
+    check_images: bool = True
+
+    def __post_init__(self) -> None:
+        if self.boxes not in ("gt", "detections", "both"):
+            raise ValueError(f"boxes must be 'gt', 'detections' or 'both', got {self.boxes!r}")
+        if self.jitter < 0 or not 0.0 < self.jitter_iou <= 1.0:
+            raise ValueError(f"need jitter >= 0 and 0 < jitter_iou <= 1, got {self.jitter} and {self.jitter_iou}")
+        self.match_params()  # the IoU thresholds and top-k are checked where they are defined
+
+    def match_params(self) -> MatchParams:
+        return MatchParams(self.iou_positive, self.iou_background, self.background, self.score_threshold, self.top_k)
 
 def split_paths(data_dir: str | os.PathLike | None = None, split: str = "train", *,
                 annotations: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
@@ -227,8 +264,9 @@ def gt_records(coco: COCO, images: ImageIndex, cmap: CategoryMap, min_size: floa
                 filtered["gt_below_min_size"] += 1
                 continue
             records.append(CropRecord(
-                images[image_id].path, image_id, tuple(xywh_to_xyxy(ann["bbox"])), cmap.label_of(ann["category_id"]),
-                ann["category_id"], ann["id"], None, 1.0, size_bucket(ann["area"]), "gt"))
+                image_path=images[image_id].path, image_id=image_id, box_xyxy=tuple(xywh_to_xyxy(ann["bbox"])),
+                label=cmap.label_of(ann["category_id"]), category_id=ann["category_id"], source_id=ann["id"],
+                score=None, iou=1.0, size_bucket=size_bucket(ann["area"]), source="gt"))
     return records
 
 
@@ -285,9 +323,10 @@ def detection_records(coco: COCO, images: ImageIndex, by_image: dict[int, list[D
                 filtered[f"detection_{st}"] += 1
                 continue
             cat = anns[j]["category_id"] if st == POSITIVE else BACKGROUND_CATEGORY_ID
-            records.append(CropRecord(images[image_id].path, image_id, det.box_xyxy, cmap.label_of(cat), cat,
-                                      det.index, det.score, float(iou), size_bucket(float(box_area(
-                                          np.array(det.box_xyxy)))), "detection"))
+            records.append(CropRecord(
+                image_path=images[image_id].path, image_id=image_id, box_xyxy=det.box_xyxy, label=cmap.label_of(cat),
+                category_id=cat, source_id=det.index, score=det.score, iou=float(iou),
+                size_bucket=size_bucket(float(box_area(np.array(det.box_xyxy)))), source="detection"))
     return records
 
 
@@ -300,45 +339,36 @@ def jitter_records(gt: list[CropRecord], n: int, images: ImageIndex, *, min_iou:
         image = images[r.image_id]
         boxes = jitter_boxes(np.array(r.box_xyxy), n, rng, min_iou=min_iou, image_size=(image.width, image.height))
         ious = pairwise_iou(boxes, np.array([r.box_xyxy]))[:, 0]
-        records.extend(CropRecord(r.image_path, r.image_id, tuple(b), r.label, r.category_id, r.source_id, None,
-                                  float(iou), r.size_bucket, "jitter") for b, iou in zip(boxes, ious))
+        records.extend(dataclasses.replace(r, box_xyxy=tuple(b), score=None, iou=float(iou), source="jitter")
+                       for b, iou in zip(boxes, ious))
     return records
 
 
-def load_split(data_dir: str | os.PathLike | None = None, split: str = "train", *, boxes: BoxSource = "gt",
-               detections_file: str | os.PathLike | None = None, annotations: str | os.PathLike | None = None,
-               images: str | os.PathLike | None = None, background: bool = False, min_size: float = 1.0,
-               on_error: OnError = "raise", iou_positive: float = 0.5, iou_background: float = 0.3,
-               score_threshold: float | None = None, top_k: int | None = None, jitter: int = 0,
-               jitter_iou: float = 0.7, seed: int = 0, check_images: bool = True) -> CropSet:
-    """Crop records of one split: ground truth, detector boxes matched to it, or both.
-
-    ``min_size``: shorter box side in pixels below which a box is filtered. ``background``: keep
-    detections with max IoU < ``iou_background`` as an extra last class. ``jitter``: add this many
-    jittered copies (IoU >= ``jitter_iou``) of every ground-truth record. ``check_images``: read
-    every image header now, so a missing file fails here rather than halfway through a cache build.
-    """
-    if boxes not in ("gt", "detections", "both"):
-        raise ValueError(f"boxes must be 'gt', 'detections' or 'both', got {boxes!r}")
-    params = MatchParams(iou_positive, iou_background, background, score_threshold, top_k)
-    policy, filtered = ErrorPolicy(on_error), Counter()
+def load_split(data_dir: str | os.PathLike | None = None, split: str = "train",
+               options: SplitOptions = SplitOptions(), *, detections_file: str | os.PathLike | None = None,
+               annotations: str | os.PathLike | None = None, images: str | os.PathLike | None = None) -> CropSet:
+    """Crop records of one split as ``options`` say (:class:`SplitOptions`): ground truth, detector boxes
+    matched to it, or both. Files: the coco-mini layout under ``data_dir``, or ``annotations`` / ``images`` /
+    ``detections_file`` given explicitly (:func:`split_paths`)."""
+    o = options
+    policy, filtered = ErrorPolicy(o.on_error), Counter()
     paths = split_paths(data_dir, split, annotations=annotations, images=images, detections=detections_file,
-                        need_detections=boxes != "gt")
-    coco, imgs, bad, categories = load_ground_truth(paths, policy, filtered, check_images=check_images)
-    cmap = CategoryMap.from_coco(categories, background=background)
-    gt = gt_records(coco, imgs, cmap, min_size, filtered) if boxes != "detections" or jitter else []
-    records = list(gt) if boxes != "detections" else []
-    if boxes != "gt":
+                        need_detections=o.boxes != "gt")
+    coco, imgs, bad, categories = load_ground_truth(paths, policy, filtered, check_images=o.check_images)
+    cmap = CategoryMap.from_coco(categories, background=o.background)
+    gt = gt_records(coco, imgs, cmap, o.min_size, filtered) if o.boxes != "detections" or o.jitter else []
+    records = list(gt) if o.boxes != "detections" else []
+    if o.boxes != "gt":
         by_image = load_detections(paths.detections, imgs, bad, set(cmap.category_ids), policy, filtered)
-        records += detection_records(coco, imgs, by_image, cmap, params, min_size, filtered)
-    if jitter:
-        records += jitter_records(gt, jitter, imgs, min_iou=jitter_iou, seed=seed)
+        records += detection_records(coco, imgs, by_image, cmap, o.match_params(), o.min_size, filtered)
+    if o.jitter:
+        records += jitter_records(gt, o.jitter, imgs, min_iou=o.jitter_iou, seed=o.seed)
     if not records:
-        policy.report(EmptyResultError(str(paths.detections if boxes == "detections" else paths.annotations),
+        policy.report(EmptyResultError(str(paths.detections if o.boxes == "detections" else paths.annotations),
                                        None, "empty_result", f"no crop records left for split {split!r} "
-                                       f"(boxes={boxes!r}, min_size={min_size}); filtered: {dict(filtered)}"))
-    info = {"split": split, "boxes": boxes, "files": {k: None if v is None else str(v) for k, v in vars(paths).items()},
-            "params": {"min_size": min_size, "iou_positive": iou_positive, "iou_background": iou_background,
-                       "background": background, "score_threshold": score_threshold, "top_k": top_k,
-                       "jitter": jitter, "jitter_iou": jitter_iou, "seed": seed}}
+                                       f"(boxes={o.boxes!r}, min_size={o.min_size}); filtered: {dict(filtered)}"))
+    params = {k: getattr(o, k) for k in ("min_size", "iou_positive", "iou_background", "background",
+                                         "score_threshold", "top_k", "jitter", "jitter_iou", "seed")}
+    files = {k: None if v is None else str(v) for k, v in vars(paths).items()}
+    info = {"split": split, "boxes": o.boxes, "files": files, "params": params}
     return CropSet(records, cmap, policy.log, filtered, info)

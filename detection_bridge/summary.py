@@ -14,24 +14,23 @@ from typing import Any, Callable
 from .fileio import atomic_write_json
 from .boxes import CropGeometry
 from .cache import DEFAULT_MARGIN, Sync, local_sync, build_cache
-from .coco import BoxSource, load_split
-from .errors import OnError, SkipLog
+from .coco import SplitOptions, load_split
+from .errors import SkipLog
 from .records import summarize_records
 
 
-def build_crops(data: str | os.PathLike | None = None, split: str = "train", size: int = 79, *,
-                out: str | os.PathLike, detections: str | os.PathLike | None = None,
-                annotations: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
-                boxes: BoxSource | None = None, background: bool = False, min_size: float = 1.0,
-                margin: float = DEFAULT_MARGIN, geometry: CropGeometry | None = None, on_error: OnError = "raise",
-                jitter: int = 0, score_threshold: float | None = None, top_k: int | None = None,
-                iou_positive: float = 0.5, iou_background: float = 0.3, draft: bool = True,
+def build_crops(data: str | os.PathLike | None = None, split: str = "train", size: int = 79,
+                options: SplitOptions | None = None, *, out: str | os.PathLike,
+                detections: str | os.PathLike | None = None, annotations: str | os.PathLike | None = None,
+                images: str | os.PathLike | None = None, margin: float = DEFAULT_MARGIN,
+                geometry: CropGeometry | None = None, draft: bool = True,
                 progress: Callable[[int], None] | None = None, workers: int = 1, storage: str = "auto",
                 part: tuple[int, int] = (0, 1), sync: Sync = local_sync) -> dict[str, Any]:
     """Build the crop cache of one split at ``size`` under ``out`` and write ``out/summary_<split>_<size>px.json``.
 
-    ``data`` is a coco-mini-layout folder; ``annotations``/``images`` override its paths. ``boxes``
-    defaults to ``"detections"`` when a detections file is given, else ``"gt"``. ``progress`` is called
+    ``data`` is a coco-mini-layout folder; ``annotations``/``images`` override its paths. ``options`` say which
+    records (:class:`~detection_bridge.coco.SplitOptions`; its ``on_error`` also applies to decoding); by
+    default the detections' boxes when a detections file is given, else ground truth. ``progress`` is called
     with the number of records done after each image (for a progress bar); ``workers`` decode that many
     images at once (threads); ``storage``, ``part`` and ``sync`` as :func:`~detection_bridge.cache.build_cache`
     (only part 0 writes the summary). Returns the summary dict,
@@ -39,13 +38,10 @@ def build_crops(data: str | os.PathLike | None = None, split: str = "train", siz
     """
     start = time.perf_counter()
     geometry = geometry or CropGeometry()
-    boxes = boxes or ("detections" if detections is not None else "gt")
-    crop_set = load_split(data, split, boxes=boxes, detections_file=detections, annotations=annotations,
-                          images=images, background=background, min_size=min_size, on_error=on_error,
-                          iou_positive=iou_positive, iou_background=iou_background, score_threshold=score_threshold,
-                          top_k=top_k, jitter=jitter)
+    options = options or SplitOptions(boxes="detections" if detections is not None else "gt")
+    crop_set = load_split(data, split, options, detections_file=detections, annotations=annotations, images=images)
     cache = build_cache(crop_set.records, size, out, geometry, margin=margin, category_map=crop_set.category_map,
-                        on_error=on_error, draft=draft, progress=progress, workers=workers, storage=storage,
+                        on_error=options.on_error, draft=draft, progress=progress, workers=workers, storage=storage,
                         part=part, sync=sync, **crop_set.cache_inputs())
     skipped = SkipLog()
     skipped.merge(crop_set.skipped)

@@ -80,6 +80,7 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
 
     from detection_bridge import synthetic
     from detection_bridge.boxes import CropGeometry
+    from detection_bridge.coco import SplitOptions
     from detection_bridge.errors import BridgeError
     from detection_bridge.summary import build_crops, format_summary
 
@@ -89,10 +90,11 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
     env, part, sync = _host_work_group()
     try:
         with tqdm(desc=f"crops {split} {size}px", unit="crop", leave=False, disable=part[0] != 0) as bar:
-            summary = build_crops(data, split, size, out=out_dir, detections=detections, annotations=annotations,
-                                  images=images, background=background, min_size=min_size,
-                                  geometry=CropGeometry(mode=mode), on_error=on_error, workers=workers,
-                                  progress=bar.update, storage=storage, part=part, sync=sync)
+            options = SplitOptions(boxes="detections" if detections else "gt", background=background,
+                                   min_size=min_size, on_error=on_error)
+            summary = build_crops(data, split, size, options, out=out_dir, detections=detections,
+                                  annotations=annotations, images=images, geometry=CropGeometry(mode=mode),
+                                  workers=workers, progress=bar.update, storage=storage, part=part, sync=sync)
     except BridgeError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -1,13 +1,12 @@
 """Training and evaluation configuration: dataclasses in, YAML presets, flag overrides, resolved YAML out.
 
 Precedence is defaults < YAML file < flags (``--set key=value``, then dedicated flags such as ``--stem``),
-as in timm. A YAML file may start from another with ``base: NAME`` (a preset name, or a YAML path relative
-to the file), as detectron2's ``_BASE_`` and mmcv's ``_base_``: the base is resolved first (bases of bases
-too) and the file's own values are merged over it, section by section, so each preset states only how it
-differs. The defaults below are the paper's recipe; the presets in configs/ build on them or on each other. Every field is typed and checked: an unknown key or a value of the wrong type is an error that
-names the key, because a silently ignored typo in a training config costs a whole run. The resolved config
-is plain data (``Config.to_dict()``), so it can be written next to the outputs and stored in checkpoints
-that load with ``torch.load(..., weights_only=True)``.
+as in timm. A YAML file may start from another (``base: NAME``, a preset or a path relative to the file; as
+detectron2's ``_BASE_``, mmcv's ``_base_``), so each preset states only how it differs from its base.
+Every field is typed and checked: an unknown key or a value of the wrong type is an error that names the
+key, because a silently ignored typo in a training config costs a whole run. The resolved config is plain
+data (``Config.to_dict()``), so it can be written next to the outputs and stored in checkpoints that load
+with ``torch.load(..., weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from ._atomic import atomic_write_bytes
-from .config_checks import ConfigError, check_ranges, check_value
+from .config_checks import ConfigError, check_ranges, check_value, missing_keys
 
 __all__ = [
     "ConfigError", "Config", "ModelConfig", "DataConfig", "CropConfig", "AugmentConfig", "OptimConfig",
@@ -52,6 +51,12 @@ class DataConfig:
     detections_file: Optional[str] = None  # COCO results JSON; None = DIR/detections/*_{split}.json
     background: bool = False  # extra background class for detector boxes with IoU < 0.3 (R-CNN)
     min_size: float = 1.0  # boxes with a side shorter than this (pixels) are skipped
+    iou_positive: float = 0.5  # a detector box with IoU >= this with an object takes its class (R-CNN's 0.5)
+    iou_background: float = 0.3  # ... with IoU < this with every object: background (R-CNN's 0.3); between: ignored
+    score_threshold: Optional[float] = None  # drop detector boxes scoring below this before matching; None = keep all
+    top_k: Optional[int] = None  # keep at most this many detector boxes per image, highest score first; None = all
+    jitter: int = 0  # training only: add this many jittered copies of every ground-truth box (R-CNN-style)
+    jitter_iou: float = 0.7  # each copy overlaps its box with at least this IoU
     cache: bool = True  # cut crops once into the on-disk crop cache instead of decoding JPEGs each epoch
     cache_dir: Optional[str] = None  # crop cache and synthetic set location; None = ~/.cache/lowres
     crop_storage: Literal["auto", "raw", "jpeg"] = "auto"  # cache crops as uint8 arrays or JPEG shards (auto: raw up to 2 GiB)
@@ -204,14 +209,6 @@ def _merge(base: dict, update: dict, *, source: str, prefix: str = "") -> dict:
     return out
 
 
-def missing_keys(raw: Any) -> list[str]:
-    """Keys of a full config that ``raw`` lacks: a resolved config.yaml has them all, so any missing one
-    means the file was truncated or hand-edited (and would otherwise silently fall back to defaults)."""
-    raw = raw if isinstance(raw, dict) else {}
-    return [f"{name}.{key}" for name, section in Config._defaults().items() for key in section
-            if not isinstance(raw.get(name), dict) or key not in raw[name]]
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'optim.lr=0.01'`` -> (['optim', 'lr'], 0.01); the value is parsed as a YAML scalar."""
     if "=" not in text:
@@ -318,7 +315,7 @@ def read_yaml(path: Path, *, complete: bool = False) -> dict[str, Any]:
         raise ConfigError(f"{path}: malformed YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(raw).__name__}")
-    missing = missing_keys(raw) if complete else []
+    missing = missing_keys(raw, Config._defaults()) if complete else []
     if missing:
         raise ConfigError(f"{path} is incomplete ({len(missing)} keys missing, e.g. {', '.join(missing[:3])}): a "
                           "resolved config has every key, so it was truncated or edited; restore it, or pass --config")
@@ -338,12 +335,10 @@ def _base_path(name: Any, referrer: Path) -> Path:
     """The file a ``base:`` names: a YAML path relative to ``referrer``, else a preset of configs/."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{referrer}: 'base' must be a preset name or a YAML path, got {name!r}")
+    for path in (referrer.parent / name, _presets_dir() / f"{name}.yaml"):
+        if path.is_file():
+            return path
     beside = referrer.parent / name
-    if beside.is_file():
-        return beside
-    preset = _presets_dir() / f"{name}.yaml"
-    if preset.is_file():
-        return preset
     raise ConfigError(f"{referrer}: base '{name}' is neither a file ({beside}) nor a preset "
                       f"(presets: {', '.join(list_presets())})")
 

@@ -13,11 +13,26 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 if TYPE_CHECKING:  # annotations only: config.py imports this module
     from .config import Config
 
-__all__ = ["ConfigError", "check_value", "check_ranges"]
+__all__ = ["ConfigError", "check_value", "check_ranges", "missing_keys", "ADDED_KEYS"]
+
+# Keys added after run folders were first written: a resolved config.yaml from before them lacks them, and their
+# defaults reproduce what such a run did (the bridge's matching and jitter options, reachable from Python only
+# before), so resuming it must not call the file truncated.
+ADDED_KEYS = frozenset({"data.iou_positive", "data.iou_background", "data.score_threshold", "data.top_k",
+                        "data.jitter", "data.jitter_iou"})
 
 
 class ConfigError(ValueError):
     """A config key is unknown or its value has the wrong type or range (the message names the key)."""
+
+
+def missing_keys(raw: Any, defaults: dict[str, dict[str, Any]]) -> list[str]:
+    """Keys of a full config (``defaults``) that ``raw`` lacks, but for :data:`ADDED_KEYS`: a resolved config.yaml
+    has them all, so any missing one means the file was truncated or hand-edited (and would otherwise silently
+    fall back to defaults)."""
+    raw = raw if isinstance(raw, dict) else {}
+    return [f"{name}.{key}" for name, section in defaults.items() for key in section
+            if f"{name}.{key}" not in ADDED_KEYS and (not isinstance(raw.get(name), dict) or key not in raw[name])]
 
 
 def _type_name(hint: Any) -> str:
@@ -90,21 +105,21 @@ def check_ranges(cfg: Config, source: str) -> None:
                 "augment.aspect_min": a.aspect_min, "schedule.decay_rate": s.decay_rate, "optim.eps": o.eps,
                 "optim.clip_grad_norm": o.clip_grad_norm, "train.threads": t.threads,
                 "train.max_steps_per_epoch": t.max_steps_per_epoch, "data.max_train": cfg.data.max_train,
-                "data.max_val": cfg.data.max_val}
+                "data.max_val": cfg.data.max_val, "data.top_k": cfg.data.top_k, "data.jitter_iou": cfg.data.jitter_iou}
     for key, value in positive.items():
         if value is not None and value <= 0:
             raise ConfigError(f"{source}: '{key}' must be > 0, got {value!r}")
     unit = {"train.label_smoothing": t.label_smoothing, "train.ema_decay": t.ema_decay, "model.dropout": m.dropout,
             "optim.rms_decay": o.rms_decay, "optim.momentum": o.momentum, "optim.beta2": o.beta2, "eval.ci": cfg.eval.ci,
             "augment.hflip": a.hflip, "augment.p_color": a.p_color, "schedule.warmup_start": s.warmup_start,
-            "schedule.min_lr_factor": s.min_lr_factor, "augment.hue": a.hue}
+            "schedule.min_lr_factor": s.min_lr_factor, "augment.hue": a.hue, "data.jitter_iou": cfg.data.jitter_iou}
     for key, value in unit.items():
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{source}: '{key}' must be in [0, 1], got {value!r}")
     non_negative = {"train.checkpoint_every": t.checkpoint_every, "data.num_workers": cfg.data.num_workers,
                     "optim.weight_decay": o.weight_decay, "train.aux_weight": t.aux_weight,
                     "schedule.warmup_epochs": s.warmup_epochs, "crop.margin": cfg.crop.margin,
-                    "augment.color": a.color, "data.min_size": cfg.data.min_size}
+                    "augment.color": a.color, "data.min_size": cfg.data.min_size, "data.jitter": cfg.data.jitter}
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{source}: '{key}' must be >= 0, got {value!r}")
@@ -119,6 +134,9 @@ def check_ranges(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: 'train.keep_checkpoints' must be >= 0, got {cfg.train.keep_checkpoints!r}")
     if cfg.train.log_every < 1:
         raise ConfigError(f"{source}: 'train.log_every' must be >= 1, got {cfg.train.log_every!r}")
+    if not 0.0 <= cfg.data.iou_background <= cfg.data.iou_positive <= 1.0:  # the bridge's MatchParams rule
+        raise ConfigError(f"{source}: need 0 <= data.iou_background <= data.iou_positive <= 1, got "
+                          f"{cfg.data.iou_background} and {cfg.data.iou_positive}")
     for low, high in (("box_scale_min", "box_scale_max"), ("aspect_min", "aspect_max")):
         if getattr(a, low) > getattr(a, high):
             raise ConfigError(f"{source}: 'augment.{low}' must be <= 'augment.{high}'")

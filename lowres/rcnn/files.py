@@ -2,9 +2,9 @@
 
 A COCO results file is a JSON list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``, read
 and validated by the bridge's one reader (:mod:`detection_bridge.results`), the same rules and errors as for
-training crops from detections; fusion needs one more thing, scores in [0, 1]. Each image is decoded once (the bridge's PIL decoder, RGB, EXIF orientation not applied, as COCO's
-boxes assume) and all boxes of ``batch_images`` images are classified in one
-:meth:`SecondStage.classify` call. Output entries keep the input's ``image_id`` and ``bbox`` exactly and
+training crops from detections; fusion needs one more thing, scores in [0, 1]. Each image is decoded once
+(the bridge's PIL decoder, RGB, EXIF orientation not applied, as COCO's boxes assume) and all boxes of
+``batch_images`` images are classified in one :meth:`SecondStage.classify` call. Output entries keep the input's ``image_id`` and ``bbox`` exactly and
 carry the fused ``category_id`` and ``score``; detections suppressed as background are left out.
 
 Images are found through the bridge's one image index: ground truth (``images`` of an instances file:
@@ -190,7 +190,8 @@ def rescore_results(stage: SecondStage, results: list[Detection], index: ImageIn
                     background_threshold: float | None = 0.5, batch_images: int = 8, on_unknown: str = "raise",
                     progress: Callable[[int], None] | None = None, where: str = "detections file"
                     ) -> RescoredResults:
-    """Rescore validated ``results`` (:func:`load_results`) with each of ``fusions`` (rule names, or name -> :class:`Fusion`).
+    """Rescore validated ``results`` (:func:`load_results`) with each of ``fusions`` (rule names, or name ->
+    :class:`Fusion`).
 
     Classification runs once; each rule is a cheap fusion over the same probabilities.
     """

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from detection_bridge.coco import SplitOptions, load_split
+
 from ..config import Config
 from ..runtime import crop_size, geometry_from_config, input_size
 from .distributed import DistEnv, barrier, node_part, node_sync
@@ -64,6 +66,14 @@ def _subset(records: list, limit: int | None, seed: int) -> list:
     return [records[i] for i in keep]
 
 
+def split_options(cfg: Config, *, train: bool) -> SplitOptions:
+    """The bridge's record options from ``data.*``; jittered copies of boxes are training data only."""
+    d = cfg.data
+    return SplitOptions(boxes=d.boxes, background=d.background, min_size=d.min_size, iou_positive=d.iou_positive,
+                        iou_background=d.iou_background, score_threshold=d.score_threshold, top_k=d.top_k,
+                        jitter=d.jitter if train else 0, jitter_iou=d.jitter_iou, seed=cfg.train.seed)
+
+
 def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env: DistEnv,
                     log: Callable[[str], None], category_map: Any = None) -> SplitData:
     """Records of ``split`` as configured (boxes, background, size filter), their crop cache, the dataset.
@@ -71,14 +81,12 @@ def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env
     ``category_map``, when given (the training set's, or a checkpoint's), must equal the split's own: a
     label means nothing under another map.
     """
-    from detection_bridge.coco import load_split
     from detection_bridge.imagefolder import detect_layout
 
     if detect_layout(data_dir) == "imagefolder":
         return _load_imagefolder_split(data_dir, split, cfg, train=train, env=env, log=log, category_map=category_map)
     d = cfg.data
-    crop_set = load_split(data_dir, split, boxes=d.boxes, detections_file=d.detections_file,
-                          background=d.background, min_size=d.min_size)
+    crop_set = load_split(data_dir, split, split_options(cfg, train=train), detections_file=d.detections_file)
     if category_map is not None and crop_set.category_map != category_map:
         raise ValueError(f"split {split!r} of {data_dir} has another category map than the model's "
                          f"({crop_set.category_map.num_classes} vs {category_map.num_classes} classes)")

@@ -12,7 +12,7 @@ from PIL import Image
 import detection_bridge.cache as cache_mod
 from detection_bridge.boxes import CropGeometry
 from detection_bridge.cache import CropCache, build_cache, cache_key, open_cache
-from detection_bridge.coco import load_split
+from detection_bridge.coco import SplitOptions, load_split
 from detection_bridge.cropper import extract_crops
 from detection_bridge.dataset import CropDataset
 from detection_bridge.errors import CacheError, ImageError
@@ -21,7 +21,7 @@ from detection_bridge.errors import CacheError, ImageError
 @pytest.fixture(scope="module")
 def coco_records(coco_mini: Path) -> list:
     """The boxes of 8 coco-mini val images (a realistic mix of sizes, a few seconds to crop)."""
-    records = load_split(coco_mini, "val", check_images=False).records
+    records = load_split(coco_mini, "val", SplitOptions(check_images=False)).records
     paths = sorted({r.image_path for r in records})[:8]
     return [r for r in records if r.image_path in paths]
 
@@ -42,7 +42,7 @@ def test_round_trip_on_coco_mini(coco_records, tmp_path):
 
 
 def test_threaded_build_gives_the_same_crops(tiny_coco, tmp_path):
-    records = load_split(tiny_coco.root, "val", boxes="both", background=True, jitter=3).records
+    records = load_split(tiny_coco.root, "val", SplitOptions(boxes="both", background=True, jitter=3)).records
     one = build_cache(records, 24, tmp_path / "one")
     two = build_cache(records, 24, tmp_path / "two", workers=2)
     assert one.records == two.records
@@ -89,8 +89,8 @@ def test_key_changes_with_every_input(tiny_coco, tmp_path):
 def test_identical_data_in_two_places_gives_one_key(tiny_coco, tmp_path):
     copy = tmp_path / "node2"
     shutil.copytree(tiny_coco.root, copy)
-    one = load_split(tiny_coco.root, "val", boxes="both")
-    two = load_split(copy, "val", boxes="both")
+    one = load_split(tiny_coco.root, "val", SplitOptions(boxes="both"))
+    two = load_split(copy, "val", SplitOptions(boxes="both"))
     assert one.records != two.records  # absolute image paths differ
     geo = CropGeometry()
     assert cache_key(one.records, 79, geo, 0.2, **one.cache_inputs()) == cache_key(two.records, 79, geo, 0.2,

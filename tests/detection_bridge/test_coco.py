@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from detection_bridge.boxes import size_bucket
-from detection_bridge.coco import load_split
+from detection_bridge.coco import SplitOptions, load_split
 from detection_bridge.errors import (AnnotationError, BridgeInputError, EmptyResultError, ImageError,
                                      MalformedFileError)
 
@@ -18,7 +18,7 @@ def test_coco_mini_val_record_count(coco_mini: Path, min_size):
     raw = json.loads((coco_mini / "annotations" / "instances_val.json").read_text())
     expected = [a for a in raw["annotations"] if not a["iscrowd"] and min(a["bbox"][2:]) >= min_size
                 and min(a["bbox"][2:]) > 0]
-    crop_set = load_split(coco_mini, "val", min_size=min_size)
+    crop_set = load_split(coco_mini, "val", SplitOptions(min_size=min_size))
     assert len(crop_set.records) == len(expected) > 1000
     assert crop_set.filtered["gt_crowd"] == sum(a["iscrowd"] for a in raw["annotations"]) == 9
     assert {r.source_id for r in crop_set.records} == {a["id"] for a in expected}
@@ -36,7 +36,7 @@ def test_coco_mini_val_record_count(coco_mini: Path, min_size):
 
 def test_coco_mini_detections_are_all_accounted_for(coco_mini: Path):
     n_dets = len(json.loads((coco_mini / "detections" / "yolofastest_val.json").read_text()))
-    crop_set = load_split(coco_mini, "val", boxes="detections", background=False, top_k=5, score_threshold=0.01)
+    crop_set = load_split(coco_mini, "val", SplitOptions(boxes="detections", top_k=5, score_threshold=0.01))
     f = crop_set.filtered
     assert len(crop_set.records) + sum(v for k, v in f.items() if k.startswith("detection_")) == n_dets
     assert f["detection_dropped_background"] > 0 and f["detection_beyond_top_k"] > 0
@@ -44,7 +44,7 @@ def test_coco_mini_detections_are_all_accounted_for(coco_mini: Path):
 
 
 def test_tiny_dataset_records(tiny_coco):
-    crop_set = load_split(tiny_coco.root, "val", boxes="both", background=True, jitter=2)
+    crop_set = load_split(tiny_coco.root, "val", SplitOptions(boxes="both", background=True, jitter=2))
     by_source = {s: [r for r in crop_set.records if r.source == s] for s in ("gt", "detection", "jitter")}
     assert [r.source_id for r in by_source["gt"]] == [11, 12, 13, 15]  # crowd 14 is never a positive
     # categories 3 (dog) and 7 (cat): labels sorted by id, background last
@@ -63,8 +63,8 @@ def test_tiny_dataset_records(tiny_coco):
 
 
 def test_explicit_paths_and_min_size(tiny_coco):
-    crop_set = load_split(annotations=tiny_coco.annotations_path, images=tiny_coco.root / "images" / "val",
-                          min_size=3.0)
+    crop_set = load_split(None, "train", SplitOptions(min_size=3.0), annotations=tiny_coco.annotations_path,
+                          images=tiny_coco.root / "images" / "val")
     assert [r.source_id for r in crop_set.records] == [11, 12, 13]
     assert crop_set.filtered["gt_below_min_size"] == 1
 
@@ -110,7 +110,7 @@ def test_bad_ground_truth_raises_or_is_counted(tiny_coco, case):
         load_split(tiny_coco.root, "val")
     assert err.value.reason == reason and text in str(err.value)
     assert err.value.file is not None and Path(err.value.file).name in str(err.value)
-    crop_set = load_split(tiny_coco.root, "val", on_error="skip")
+    crop_set = load_split(tiny_coco.root, "val", SplitOptions(on_error="skip"))
     assert crop_set.skipped.counts[reason] == 1 and crop_set.summary()["skipped"]["by_reason"] == {reason: 1}
     assert text in crop_set.summary()["skipped"]["examples"][reason][0]
     assert 0 < len(crop_set.records) < 4
@@ -130,9 +130,9 @@ def test_bad_detections_raise_or_are_counted(tiny_coco, case):
     det, reason = DET_CASES[case]
     _edit(tiny_coco, lambda t: t.detections.append(det))
     with pytest.raises(AnnotationError) as err:
-        load_split(tiny_coco.root, "val", boxes="detections", background=True)
+        load_split(tiny_coco.root, "val", SplitOptions(boxes="detections", background=True))
     assert err.value.reason == reason and "det_val.json" in str(err.value) and "detection #4" in str(err.value)
-    crop_set = load_split(tiny_coco.root, "val", boxes="detections", background=True, on_error="skip")
+    crop_set = load_split(tiny_coco.root, "val", SplitOptions(boxes="detections", background=True, on_error="skip"))
     assert crop_set.skipped.counts == {reason: 1} and len(crop_set.records) == 3
 
 
@@ -145,7 +145,7 @@ def test_malformed_json_is_an_error_even_when_skipping(tiny_coco, which, content
     path.write_text(content)
     for on_error in ("raise", "skip"):
         with pytest.raises(MalformedFileError) as err:
-            load_split(tiny_coco.root, "val", boxes="detections", on_error=on_error)
+            load_split(tiny_coco.root, "val", SplitOptions(boxes="detections", on_error=on_error))
         assert path.name in str(err.value)
 
 
@@ -157,14 +157,14 @@ def test_missing_files_and_folders(tiny_coco, tmp_path):
         load_split(tiny_coco.root, "train")
     (tiny_coco.root / "detections" / "other_val.json").write_text("[]")
     with pytest.raises(MalformedFileError, match="2 .*detections files"):
-        load_split(tiny_coco.root, "val", boxes="detections")
+        load_split(tiny_coco.root, "val", SplitOptions(boxes="detections"))
 
 
 def test_empty_result_raises_or_is_counted(tiny_coco):
     _edit(tiny_coco, lambda t: [a.update(iscrowd=1) for a in t.instances["annotations"]])
     with pytest.raises(EmptyResultError, match="no crop records"):
         load_split(tiny_coco.root, "val")
-    crop_set = load_split(tiny_coco.root, "val", on_error="skip")
+    crop_set = load_split(tiny_coco.root, "val", SplitOptions(on_error="skip"))
     assert crop_set.records == [] and crop_set.summary()["skipped"]["by_reason"] == {"empty_result": 1}
     assert crop_set.filtered["gt_crowd"] == 5
 
@@ -179,4 +179,4 @@ def test_errors_are_bridge_errors_not_library_errors(tiny_coco):
     _edit(tiny_coco, lambda t: t.instances["images"].append("not a dict"))
     with pytest.raises(BridgeInputError):
         load_split(tiny_coco.root, "val")
-    assert load_split(tiny_coco.root, "val", on_error="skip").skipped.counts == {"bad_image_entry": 1}
+    assert load_split(tiny_coco.root, "val", SplitOptions(on_error="skip")).skipped.counts == {"bad_image_entry": 1}

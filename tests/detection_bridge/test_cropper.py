@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from detection_bridge.boxes import CropGeometry
-from detection_bridge.coco import load_split
+from detection_bridge.coco import SplitOptions, load_split
 from detection_bridge.cropper import (RESAMPLE, choose_draft_scale, decode_image, extract_crops, naive_crop,
                                       resample_region)
 from detection_bridge.errors import ImageError
@@ -41,7 +41,7 @@ def mad(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def coco_val_records(coco_mini: Path) -> list[CropRecord]:
-    return load_split(coco_mini, "val", check_images=False).records
+    return load_split(coco_mini, "val", SplitOptions(check_images=False)).records
 
 
 @pytest.mark.parametrize("size", [79, 151, 299])

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from detection_bridge.boxes import CropGeometry, stored_size
 from detection_bridge.cache import build_cache
-from detection_bridge.coco import load_split
+from detection_bridge.coco import SplitOptions, load_split
 from detection_bridge.cropper import extract_crops
 from detection_bridge.dataset import CropDataset, class_balanced_sampler
 from detection_bridge.transforms import eval_transform, train_transform
@@ -18,7 +18,7 @@ from detection_bridge.transforms import eval_transform, train_transform
 
 @pytest.fixture(scope="module")
 def synthetic_records(synthetic_dir):
-    return load_split(synthetic_dir, "val", boxes="both", background=True).records
+    return load_split(synthetic_dir, "val", SplitOptions(boxes="both", background=True)).records
 
 
 @pytest.mark.parametrize("size", [79, 151, 299])

@@ -8,7 +8,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from detection_bridge.boxes import xywh_to_xyxy, xyxy_to_xywh
-from detection_bridge.coco import load_split
+from detection_bridge.coco import SplitOptions, load_split
 from detection_bridge.matching import (BACKGROUND, CROWD, DROPPED_BACKGROUND, IGNORED, POSITIVE, MatchParams,
                                        jitter_boxes, match_detections, pairwise_iou, select_detections)
 from detection_bridge.fileio import read_json
@@ -61,7 +61,7 @@ def test_score_threshold_and_top_k():
 
 def test_detection_labels_on_coco_mini_match_a_pycocotools_computation(coco_mini: Path):
     """Every detection's fate recomputed independently with ``pycocotools.mask.iou``."""
-    crop_set = load_split(coco_mini, "val", boxes="detections", background=True, check_images=False)
+    crop_set = load_split(coco_mini, "val", SplitOptions(boxes="detections", background=True, check_images=False))
     gt = read_json(coco_mini / "annotations" / "instances_val.json")
     dets = read_json(coco_mini / "detections" / "yolofastest_val.json")
     anns_by_image: dict[int, list] = {}

@@ -61,3 +61,36 @@ def test_resolved_config_roundtrip(tmp_path):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="neither a file nor a preset"):
         load_config("no-such-preset")
+
+
+def test_bridge_options_are_config_keys_and_reach_the_bridge():
+    from detection_bridge.coco import SplitOptions
+    from lowres.training.data import split_options
+
+    cfg = load_config("second_stage", ["data.score_threshold=0.2", "data.top_k=3", "data.iou_positive=0.6",
+                                       "data.iou_background=0.2", "data.jitter=2", "data.jitter_iou=0.8",
+                                       "train.seed=5"])
+    common = dict(boxes="both", background=True, min_size=1.0, score_threshold=0.2, top_k=3, iou_positive=0.6,
+                  iou_background=0.2, jitter_iou=0.8, seed=5)
+    assert split_options(cfg, train=True) == SplitOptions(jitter=2, **common)
+    assert split_options(cfg, train=False) == SplitOptions(jitter=0, **common)  # jittered copies: training only
+
+
+@pytest.mark.parametrize("override", ["data.top_k=0", "data.jitter=-1", "data.jitter_iou=0", "data.jitter_iou=1.5",
+                                      "data.iou_background=0.6", "data.iou_positive=1.1", "data.score_threshold=.nan"])
+def test_bridge_options_are_checked_like_the_other_keys(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_a_run_config_written_before_the_bridge_options_still_resumes(tmp_path):
+    path = save_config(load_config("smoke"), tmp_path / "config.yaml")
+    raw = yaml.safe_load(path.read_text())
+    for key in ("iou_positive", "iou_background", "score_threshold", "top_k", "jitter", "jitter_iou"):
+        del raw["data"][key]
+    path.write_text(yaml.safe_dump(raw))
+    assert load_config(path, complete=True) == load_config("smoke")  # their defaults are what such a run did
+    del raw["data"]["min_size"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="incomplete"):
+        load_config(path, complete=True)
