@@ -11,9 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "CropGeometry": "boxes", "BoxMode": "boxes", "RCNN_CONTEXT": "boxes",
+    "CropGeometry": "boxes", "RCNN_CONTEXT": "boxes",
     "CropRecord": "records", "CategoryMap": "records", "CropSet": "records",
-    "read_manifest": "records", "write_manifest": "records",
     "load_split": "coco", "split_paths": "coco",
     "Detection": "results", "ImageEntry": "results", "read_results": "results", "images_in_folder": "results",
     "MatchParams": "matching",

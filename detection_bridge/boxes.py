@@ -12,7 +12,6 @@ the leading shape.
 """
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
@@ -27,13 +26,6 @@ SMALL_AREA = 32.0 ** 2
 MEDIUM_AREA = 96.0 ** 2
 SizeBucket = Literal["small", "medium", "large"]
 SIZE_BUCKETS: tuple[str, ...] = ("small", "medium", "large")
-
-
-class BoxMode(enum.Enum):
-    """Box formats, after detectron2's ``BoxMode``: absolute pixel coordinates only."""
-
-    XYXY_ABS = "xyxy"
-    XYWH_ABS = "xywh"
 
 
 def _stack(parts: Sequence[Any], like: Any) -> Any:
@@ -61,13 +53,6 @@ def xyxy_to_xywh(boxes_xyxy: Any) -> Any:
     """``[x0, y0, x1, y1]`` -> COCO ``[x, y, w, h]``."""
     b = _as_array(boxes_xyxy)
     return _stack([b[..., 0], b[..., 1], b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]], b)
-
-
-def convert(boxes: Any, from_mode: BoxMode, to_mode: BoxMode) -> Any:
-    """Convert between :class:`BoxMode` formats (a no-op copy when the modes agree)."""
-    if from_mode == to_mode:
-        return _as_array(boxes) * 1
-    return xywh_to_xyxy(boxes) if from_mode == BoxMode.XYWH_ABS else xyxy_to_xywh(boxes)
 
 
 def box_area(boxes_xyxy: Any) -> Any:

@@ -3,7 +3,7 @@
 ``dataset[i] -> (image, label, i)``: a float tensor ``(3, size, size)`` normalised with the geometry's
 mean/std, the contiguous label, and the index (``dataset.records[i]`` is the record, so evaluation can
 report per size bucket or source). It is a plain map-style dataset: ``DistributedSampler`` shards it
-with no special support; :func:`class_balanced_sampler` is an optional alternative for training.
+with no special support.
 
 Uncached, each item decodes its image (a one-image memo helps when consecutive records share an image,
 e.g. evaluation in record order); that is the naive path, for small sets and checks. Training should
@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset
 
 from .boxes import CropGeometry, stored_size
 from .cache import DEFAULT_MARGIN, CropCache
@@ -71,15 +71,3 @@ class CropDataset(Dataset):
     @property
     def labels(self) -> np.ndarray:
         return np.array([r.label for r in self.records], dtype=np.int64)
-
-
-def class_balanced_sampler(labels: Sequence[int], num_samples: int | None = None,
-                           generator: torch.Generator | None = None) -> WeightedRandomSampler:
-    """Sample classes equally often (COCO is dominated by 'person'); single-process training only:
-    under DDP use ``DistributedSampler`` (optionally over a re-weighted index list).
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    counts = np.bincount(labels)
-    weights = 1.0 / counts[labels]
-    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples or len(labels),
-                                 replacement=True, generator=generator)

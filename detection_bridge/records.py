@@ -1,28 +1,24 @@
 """CropRecord (one box to crop) and CategoryMap (COCO category ids <-> contiguous labels).
 
 A record is everything needed to cut and label one crop, and nothing about pixels, so record lists
-are cheap to hash (the cache key), to save next to a dataset (the manifest) and to compare.
+are cheap to hash (the cache key), to store in a crop cache's index and to compare.
 The category map is saved with every dataset, cache and checkpoint: COCO's 80 category ids run
 non-contiguously from 1 to 90, and a classifier's output index means nothing without the map.
 """
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
-from .fileio import atomic_write_json, read_json
 from .boxes import SIZE_BUCKETS
-from .errors import MalformedFileError, SkipLog
+from .errors import SkipLog
 
 Source = Literal["gt", "detection", "jitter"]
 SOURCES: tuple[str, ...] = ("gt", "detection", "jitter")
 BACKGROUND_CATEGORY_ID = 0  # COCO never uses 0; torchvision detection uses label 0 for background too
 BACKGROUND_NAME = "background"
-MANIFEST_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +53,6 @@ class CropRecord:
             raise ValueError(f"size_bucket must be one of {SIZE_BUCKETS}, got {self.size_bucket!r}")
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
-
-    @property
-    def is_background(self) -> bool:
-        return self.category_id == BACKGROUND_CATEGORY_ID
 
     def to_dict(self) -> dict[str, Any]:
         return {"image_path": self.image_path, "image_id": self.image_id, "box_xyxy": list(self.box_xyxy),
@@ -164,24 +156,6 @@ class CategoryMap:
 
 def records_to_dicts(records: Sequence[CropRecord]) -> list[dict[str, Any]]:
     return [r.to_dict() for r in records]
-
-
-def write_manifest(path: str | os.PathLike, records: Sequence[CropRecord], category_map: CategoryMap,
-                   meta: dict[str, Any] | None = None) -> Path:
-    """Save records and their category map as one JSON file, atomically."""
-    return atomic_write_json(path, {"version": MANIFEST_VERSION, "category_map": category_map.to_dict(),
-                                    "meta": meta or {}, "records": records_to_dicts(records)},
-                             indent=1, sort_keys=True)
-
-
-def read_manifest(path: str | os.PathLike) -> tuple[list[CropRecord], CategoryMap, dict[str, Any]]:
-    """Inverse of :func:`write_manifest`; a damaged file raises :class:`MalformedFileError`."""
-    data = read_json(path, "manifest")
-    try:
-        records = [CropRecord.from_dict(d) for d in data["records"]]
-        return records, CategoryMap.from_dict(data["category_map"]), dict(data.get("meta", {}))
-    except (KeyError, TypeError, ValueError) as e:
-        raise MalformedFileError(str(path), None, "malformed_manifest", f"not a crop manifest: {e!r}") from None
 
 
 def is_finite_box(values: Sequence[Any]) -> bool:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from detection_bridge.boxes import (RCNN_CONTEXT, BoxMode, CropGeometry, box_area, clip_xyxy, convert,
+from detection_bridge.boxes import (RCNN_CONTEXT, CropGeometry, box_area, clip_xyxy,
                                     scale_about_centre, size_bucket, square_about_centre, stored_size,
                                     xywh_to_xyxy, xyxy_to_xywh)
 from detection_bridge.cropper import crop_image
@@ -20,8 +20,6 @@ def test_xywh_xyxy_exact():
     bbox_xywh = np.array([[0.5, 1.25, 2.0, 3.5], [100, 200, 0, 0]])
     assert xywh_to_xyxy(bbox_xywh).tolist() == [[0.5, 1.25, 2.5, 4.75], [100, 200, 100, 200]]
     assert np.array_equal(xyxy_to_xywh(xywh_to_xyxy(bbox_xywh)), bbox_xywh)
-    assert convert([1, 2, 3, 4], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS).tolist() == [1, 2, 4, 6]
-    assert convert([1, 2, 3, 4], BoxMode.XYXY_ABS, BoxMode.XYXY_ABS).tolist() == [1, 2, 3, 4]
 
 
 def test_torch_boxes_keep_their_type():

@@ -12,7 +12,7 @@ from detection_bridge.boxes import CropGeometry, stored_size
 from detection_bridge.cache import build_cache
 from detection_bridge.coco import SplitOptions, load_split
 from detection_bridge.cropper import extract_crops
-from detection_bridge.dataset import CropDataset, class_balanced_sampler
+from detection_bridge.dataset import CropDataset
 from detection_bridge.transforms import eval_transform, train_transform
 
 
@@ -73,14 +73,6 @@ def test_distributed_sampler_shards_the_dataset(synthetic_records, tmp_path):
     clone = pickle.loads(pickle.dumps(dataset))  # what a spawn-started worker receives: no open map
     assert all(s._data is None for s in clone.cache.shards) and clone[3][0].shape == (3, 31, 31)
     assert np.array_equal(clone.cache[3], dataset.cache[3])
-
-
-def test_class_balanced_sampler(synthetic_records):
-    labels = [r.label for r in synthetic_records]
-    sampler = class_balanced_sampler(labels, num_samples=4000, generator=torch.Generator().manual_seed(0))
-    drawn = np.bincount(np.asarray(labels)[list(sampler)], minlength=max(labels) + 1)
-    present = drawn[np.bincount(labels) > 0]
-    assert present.min() > 0.5 * present.mean()
 
 
 def test_dataset_argument_checks(synthetic_records, tmp_path):
