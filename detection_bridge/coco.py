@@ -6,7 +6,9 @@ id, ``COCO.loadRes`` a bare ``AssertionError`` on a detection for an unknown ima
 :class:`~detection_bridge.errors.BridgeInputError` naming the file and the record, raised or counted
 through one :class:`~detection_bridge.errors.ErrorPolicy`. Rule-based exclusions (crowd regions,
 boxes under the minimum side, the IoU band between background and positive) are not errors; they are
-counted in ``CropSet.filtered`` so the summary accounts for every input box.
+counted in ``CropSet.filtered`` so the summary accounts for every input box. Detections are read by the
+one COCO results reader (:mod:`detection_bridge.results`); here they are also checked against the ground
+truth (known image and category, a box with a positive size inside its image, so a crop can be cut).
 
 Folder layout (coco-mini's): ``DIR/annotations/instances_{split}.json``, ``DIR/images/{split}/``
 (``file_name`` is relative to it), ``DIR/detections/<name>_{split}.json``.
@@ -14,22 +16,23 @@ Folder layout (coco-mini's): ``DIR/annotations/instances_{split}.json``, ``DIR/i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 from collections import Counter
-import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Hashable
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 
-from .fileio import read_json
 from .boxes import box_area, size_bucket, xywh_to_xyxy
 from .errors import AnnotationError, EmptyResultError, ErrorPolicy, ImageError, MalformedFileError, OnError
+from .fileio import read_json
+from .layout import check_data_dir
 from .matching import (BACKGROUND, POSITIVE, MatchParams, jitter_boxes, match_detections, pairwise_iou,
                        select_detections)
 from .records import BACKGROUND_CATEGORY_ID, CategoryMap, CropRecord, CropSet, is_finite_box
@@ -91,8 +94,6 @@ def split_paths(data_dir: str | os.PathLike | None = None, split: str = "train",
         raise MalformedFileError(None, None, "missing_file", "give data_dir, or both annotations and images")
     root = Path(data_dir) if data_dir is not None else None
     if root is not None and (annotations is None or images is None):
-        from .layout import check_data_dir
-
         check_data_dir(root, split, layouts=("coco",))  # the one message for a wrong folder or split
     ann = Path(annotations) if annotations is not None else root / "annotations" / f"instances_{split}.json"
     img = Path(images) if images is not None else root / "images" / split
