@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "CropGeometry": "boxes", "RCNN_CONTEXT": "boxes",
     "CropRecord": "records", "CategoryMap": "records", "CropSet": "records",
-    "load_split": "coco", "split_paths": "coco",
+    "load_split": "coco", "split_paths": "coco", "SplitOptions": "coco",
     "Detection": "results", "ImageEntry": "results", "read_results": "results", "images_in_folder": "results",
     "MatchParams": "matching",
     "extract_crops": "cropper",
