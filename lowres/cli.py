@@ -60,6 +60,10 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
               help="Image folder (instead of --data).")
 @click.option("--background", is_flag=True, help="Detector boxes with IoU < 0.3 become a background class.")
 @click.option("--min-size", type=float, default=1.0, show_default=True, help="Skip boxes with a shorter side.")
+@click.option("--score-threshold", type=float, default=None, help="Drop detector boxes scoring below this.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Keep at most K detector boxes per image.")
+@click.option("--jitter", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Add N jittered copies (IoU >= 0.7) of every ground-truth box.")
 @click.option("--mode", type=click.Choice(["square", "warp"]), default="square", show_default=True)
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="Bad inputs stop the run, or are counted and reported in the summary.")
@@ -70,8 +74,8 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, callback=writable_dir,
               help="Folder for the crop cache and summary_<split>_<size>px.json.")
 def crops(data: str | None, split: str, size: int, detections: str | None, annotations: str | None,
-          images: str | None, background: bool, min_size: float, mode: str, on_error: str, workers: int,
-          storage: str, out_dir: str) -> None:
+          images: str | None, background: bool, min_size: float, score_threshold: float | None, top_k: int | None,
+          jitter: int, mode: str, on_error: str, workers: int, storage: str, out_dir: str) -> None:
     """Cut the crops of one split into the on-disk cache (decoding each image once) and summarise them.
     Under ``torchrun --nproc_per_node N -m lowres.cli crops ...`` the N processes share the work."""
     from pathlib import Path
@@ -91,7 +95,8 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
     try:
         with tqdm(desc=f"crops {split} {size}px", unit="crop", leave=False, disable=part[0] != 0) as bar:
             options = SplitOptions(boxes="detections" if detections else "gt", background=background,
-                                   min_size=min_size, on_error=on_error)
+                                   min_size=min_size, score_threshold=score_threshold, top_k=top_k, jitter=jitter,
+                                   on_error=on_error)
             summary = build_crops(data, split, size, options, out=out_dir, detections=detections,
                                   annotations=annotations, images=images, geometry=CropGeometry(mode=mode),
                                   workers=workers, progress=bar.update, storage=storage, part=part, sync=sync)

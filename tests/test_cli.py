@@ -47,6 +47,21 @@ def test_crops_on_synthetic_default_writes_cache_and_summary(tmp_path) -> None:
     assert sum(summary["per_size_bucket"].values()) == summary["num_records"]
 
 
+def test_crops_selection_options_reach_the_bridge(tmp_path) -> None:
+    data = tmp_path / "data"
+    CliRunner().invoke(main, ["crops", "--split", "val", "--size", "16", "--out", str(data)])  # generates the set
+    dets = data / "synthetic" / "detections" / "synthetic_val.json"
+    args = ["crops", "--data", str(data / "synthetic"), "--split", "val", "--size", "16", "--detections", str(dets)]
+    every = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
+    some = CliRunner().invoke(main, [*args, "--top-k", "1", "--score-threshold", "0.3", "--jitter", "2",
+                                     "--out", str(tmp_path / "b")])
+    assert every.exit_code == 0 and some.exit_code == 0, some.output
+    a, b = (json.loads((tmp_path / d / "summary_val_16px.json").read_text()) for d in ("a", "b"))
+    assert a["params"]["top_k"] is None and (b["params"]["top_k"], b["params"]["jitter"]) == (1, 2)
+    assert b["filtered"]["detection_beyond_top_k"] > 0 and b["filtered"]["detection_below_score"] > 0
+    assert b["per_source"]["jitter"] > 0 and "detection_beyond_top_k" not in a["filtered"]
+
+
 def test_crops_bad_annotations_is_a_clear_error(tmp_path) -> None:
     bad = tmp_path / "instances.json"
     bad.write_text("{not json")
