@@ -19,6 +19,7 @@ _EXPORTS = {
     "extract_crops": "cropper",
     "CropCache": "cache", "build_cache": "cache", "open_cache": "cache",
     "CropDataset": "dataset", "train_transform": "transforms", "eval_transform": "transforms",
+    "ColorJitter": "color", "apply_color_jitter": "color",
     "build_crops": "summary", "format_summary": "summary",
     "BridgeError": "errors", "BridgeInputError": "errors", "MalformedFileError": "errors",
     "AnnotationError": "errors", "ImageError": "errors", "EmptyResultError": "errors", "CacheError": "errors",

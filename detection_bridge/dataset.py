@@ -1,9 +1,11 @@
 """torch Dataset over crop records, read from the crop cache (fast path) or cut on the fly.
 
-``dataset[i] -> (image, label, i)``: a float tensor ``(3, size, size)`` normalised with the geometry's
-mean/std, the contiguous label, and the index (``dataset.records[i]`` is the record, so evaluation can
+``dataset[i] -> (image, label, i)``: a uint8 tensor ``(3, size, size)`` (the consumer converts and normalises
+it with the geometry's mean/std on its device), the contiguous label, and the index (``dataset.records[i]`` is the record, so evaluation can
 report per size bucket or source). It is a plain map-style dataset: ``DistributedSampler`` shards it
-with no special support.
+with no special support. With a ``color`` jitter (training), items are ``(image, label, i, colour)``:
+``colour`` is the sample's ``(8,)`` float32 factors (:mod:`detection_bridge.color`), drawn from numpy's global
+generator, which the trainer seeds per sample, for the consumer to apply on its device.
 
 Uncached, each item decodes its image (a one-image memo helps when consecutive records share an image,
 e.g. evaluation in record order); that is the naive path, for small sets and checks. Training should
@@ -19,6 +21,7 @@ from torch.utils.data import Dataset
 
 from .boxes import CropGeometry, stored_size
 from .cache import DEFAULT_MARGIN, CropCache
+from .color import ColorJitter
 from .cropper import crop_image, decode_image
 from .records import CropRecord
 from .transforms import eval_transform, train_transform
@@ -29,7 +32,7 @@ class CropDataset(Dataset):
 
     def __init__(self, records: Sequence[CropRecord] | None, size: int, *, geometry: CropGeometry = CropGeometry(),
                  train: bool = False, cache: CropCache | None = None, margin: float = DEFAULT_MARGIN,
-                 transform: Callable | None = None) -> None:
+                 transform: Callable | None = None, color: ColorJitter | None = None) -> None:
         if cache is not None:
             if records is not None and list(records) != cache.records:
                 raise ValueError("records differ from the cache's records (images that failed to decode are "
@@ -42,8 +45,9 @@ class CropDataset(Dataset):
         self.records = list(records)
         self.size, self.geometry, self.cache, self.train = int(size), geometry, cache, train
         self.stored_size = cache.stored_size if cache is not None else stored_size(size, margin)
-        self.transform = transform or (train_transform(self.size, self.stored_size, geometry) if train
-                                       else eval_transform(self.size, self.stored_size, geometry))
+        self.transform = transform or (train_transform(self.size, self.stored_size) if train
+                                       else eval_transform(self.size, self.stored_size))
+        self.color = color
         self._memo: tuple[str, object, float] | None = None
 
     def __len__(self) -> int:
@@ -61,9 +65,11 @@ class CropDataset(Dataset):
         return crop_image(image, np.array(r.box_xyxy), self.stored_size, self.geometry,
                           enlarge=self.stored_size / self.size, scale=scale)[0]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, i: int) -> tuple:
         image = self.transform(image=self.stored_crop(i))["image"]
-        return image, self.records[i].label, i
+        if self.color is None:
+            return image, self.records[i].label, i
+        return image, self.records[i].label, i, self.color.draw(np.random)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_memo": None}

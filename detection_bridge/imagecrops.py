@@ -26,13 +26,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ._builds import check_free_space
-from .fileio import atomic_write_json, default_mode, read_json
+from .color import ColorJitter
 from .cropper import decode_image
 from .errors import CacheError, MalformedFileError
+from .fileio import atomic_write_json, default_mode, read_json
 from .imagefolder import ImageRecord
 
 __all__ = ["central_box", "random_resized_box", "resize_region", "ColorJitter", "DecodedImages",
@@ -83,29 +84,6 @@ def _resample(image: Image.Image, box: Box, size: int) -> Image.Image:
 def resize_region(image: Image.Image, box: Box, size: int) -> np.ndarray:
     """``box`` of ``image`` resampled to ``size`` x ``size`` in one antialiased bilinear pass (uint8 HWC)."""
     return np.array(_resample(image, box, size), dtype=np.uint8)  # a writable copy: torch.from_numpy shares it
-
-
-class ColorJitter:
-    """Brightness, contrast, saturation (factors in [1-s, 1+s], in that order) and hue (a shift in [-h, h]
-    turns), applied with probability ``p`` to a uint8 RGB image, drawing from the given generator (seeded
-    per sample). PIL's enhancers define these operations (torchvision's adjust_* follow them) and run them
-    in C on uint8 pixels: at 299 px about 4x cheaper than the same operations on float tensors."""
-
-    def __init__(self, strength: float = 0.2, hue: float = 0.0, p: float = 0.8) -> None:
-        self.strength, self.hue, self.p = float(strength), float(hue), float(p)
-
-    def __call__(self, image: Image.Image, rng: Any) -> Image.Image:
-        if self.strength <= 0 and self.hue <= 0 or rng.uniform() >= self.p:
-            return image
-        s = self.strength
-        for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-            image = enhancer(image).enhance(rng.uniform(1 - s, 1 + s))
-        if self.hue > 0:
-            h, sat, v = image.convert("HSV").split()
-            shift = int(round(rng.uniform(-self.hue, self.hue) * 255))
-            h = Image.fromarray((np.asarray(h, dtype=np.int16) + shift).astype(np.uint8), "L")  # hue wraps around
-            image = Image.merge("HSV", (h, sat, v)).convert("RGB")
-        return image
 
 
 # -- decoded-image store ----------------------------------------------------------------------------------
@@ -210,8 +188,10 @@ def open_or_build_decoded(records: Sequence[ImageRecord], root: str | os.PathLik
 
 # -- dataset ----------------------------------------------------------------------------------------------
 class ImageFolderDataset(Dataset):
-    """``dataset[i] -> (image, label, i)``: the image a float ``(3, size, size)`` tensor normalised with mean
-    and std 0.5 (the Inception convention, as :class:`~detection_bridge.CropDataset`).
+    """``dataset[i] -> (image, label, i)``: the image a uint8 ``(3, size, size)`` tensor, as
+    :class:`~detection_bridge.CropDataset` gives (the consumer normalises it on its device); with ``color``,
+    ``(image, label, i, colour)``: the sample's colour-jitter factors (:mod:`detection_bridge.color`, fixed order
+    brightness, contrast, saturation, hue), applied by the consumer on its device.
 
     Training draws its region, flip and colours from numpy's global generator, which the trainer seeds per
     sample from (seed, epoch, index): the same sample whichever worker loads it, interrupted or not.
@@ -238,7 +218,7 @@ class ImageFolderDataset(Dataset):
         r = self.records[i]
         return decode_image(r.image_path, record=f"{r.class_key}/{Path(r.image_path).name}")[0]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, i: int) -> tuple:
         image = self.image(i)
         rng = np.random
         if self.train:
@@ -248,10 +228,10 @@ class ImageFolderDataset(Dataset):
         region = _resample(image, box, self.size)
         if self.train and rng.uniform() < self.hflip:
             region = region.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if self.train and self.color is not None:
-            region = self.color(region, rng)
-        pixels = torch.from_numpy(np.array(region, dtype=np.uint8)).permute(2, 0, 1)
-        return pixels.float().div_(127.5).sub_(1.0).contiguous(), self.records[i].label, i  # mean, std 0.5
+        pixels = torch.from_numpy(np.array(region, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+        if not self.train or self.color is None:
+            return pixels, self.records[i].label, i
+        return pixels, self.records[i].label, i, self.color.draw(rng)
 
     @property
     def labels(self) -> np.ndarray:

@@ -42,6 +42,8 @@ from torchvision.ops import roi_align
 
 from detection_bridge.boxes import CropGeometry
 
+from ..device_transforms import normalize
+
 __all__ = ["check_images", "check_boxes", "batch_images", "context_regions", "iter_roi_crops", "roi_crops",
            "max_sampling_ratio", "FLOAT_RANGE_SLACK", "MAX_COORD"]
 
@@ -129,11 +131,9 @@ def batch_images(images: Sequence[Tensor], geometry: CropGeometry) -> Tensor:
     h = max(int(im.shape[1]) for im in images) + 2 * _PAD
     w = max(int(im.shape[2]) for im in images) + 2 * _PAD
     batch = torch.zeros((len(images), 3, h, w), dtype=torch.float32, device=device)
-    mean = torch.tensor(geometry.mean, dtype=torch.float32, device=device).view(3, 1, 1)
-    std = torch.tensor(geometry.std, dtype=torch.float32, device=device).view(3, 1, 1)
     for i, image in enumerate(images):
         x = image.float().div_(255) if image.dtype == torch.uint8 else image.float()
-        batch[i, :, _PAD:_PAD + image.shape[1], _PAD:_PAD + image.shape[2]] = (x - mean) / std
+        batch[i, :, _PAD:_PAD + image.shape[1], _PAD:_PAD + image.shape[2]] = normalize(x, geometry.mean, geometry.std)
     return batch
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detection_bridge.boxes import CropGeometry
 from detection_bridge.records import CategoryMap
 
 from ..builder import load_model
+from ..device_transforms import resize
 from ..runtime import autocast
 from .crops import batch_images, check_boxes, check_images, context_regions, iter_roi_crops
 from .fusion import Fusion, LabelSpace, check_detector_scores, fuse_detections
@@ -138,8 +138,7 @@ class SecondStage(nn.Module):
         """Softmax of the model over normalised crops ``(N, 3, S, S)`` (one chunk), as float32."""
         device = self.device
         crops = crops.to(device)
-        if crops.shape[-1] != self.input_size:  # upsample-79: as training's UpsampledDataset
-            crops = F.interpolate(crops, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        crops = resize(crops, self.input_size)  # upsample-79: as in training (lowres.device_transforms)
         if self.channels_last:
             crops = crops.contiguous(memory_format=torch.channels_last)
         with self._autocast(device):

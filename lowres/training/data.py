@@ -23,7 +23,7 @@ from ..runtime import crop_size, geometry_from_config, input_size
 from .distributed import DistEnv, barrier, node_part, node_sync
 
 __all__ = ["SplitData", "resolve_data_dir", "load_split_data", "SeededDataset", "train_loader", "eval_loader",
-           "default_cache_root", "geometry_from_config", "crop_size", "input_size", "UpsampledDataset"]
+           "default_cache_root", "geometry_from_config", "crop_size", "input_size", "color_jitter"]
 
 
 @dataclass
@@ -106,7 +106,7 @@ def _load_imagefolder_split(data_dir: Path, split: str, cfg: Config, *, train: b
     """An ImageNet-layout split: whole images, the paper's protocol at the variant's crop size (random region,
     flip, colours for training; central crop for evaluation), each resampled once from the original pixels.
     Small data is decoded once into a store every crop size shares; large data is decoded per epoch."""
-    from detection_bridge.imagecrops import ColorJitter, ImageFolderDataset, decoded_bytes_estimate, open_or_build_decoded
+    from detection_bridge.imagecrops import ImageFolderDataset, decoded_bytes_estimate, open_or_build_decoded
     from detection_bridge.imagefolder import load_imagefolder_split
 
     d, a = cfg.data, cfg.augment
@@ -123,9 +123,7 @@ def _load_imagefolder_split(data_dir: Path, split: str, cfg: Config, *, train: b
     dataset: Dataset = ImageFolderDataset(
         records, crop_size(cfg), train=augment, decoded=decoded, central_fraction=cfg.crop.central_fraction,
         area=(a.area_min, a.area_max), ratio=(a.aspect_min, a.aspect_max), hflip=a.hflip,
-        color=ColorJitter(a.color, a.hue, a.p_color) if augment else None)
-    if cfg.crop.upsample_to:
-        dataset = UpsampledDataset(dataset, cfg.crop.upsample_to)
+        color=color_jitter(cfg, random_order=False) if augment else None)
     log(f"{split}: {len(records)} images from {data_dir} (ImageNet layout, {image_set.category_map.num_classes} "
         f"classes, {'decoded once' if decoded is not None else 'decoded per epoch'})")
     summary = image_set.summary()
@@ -133,7 +131,8 @@ def _load_imagefolder_split(data_dir: Path, split: str, cfg: Config, *, train: b
 
 
 def _dataset(records: list, cache: Any, geometry: Any, cfg: Config, *, train: bool) -> Dataset:
-    """CropDataset with the config's augmentation (train) or the exact centre crop (eval)."""
+    """CropDataset with the config's augmentation (train: geometry in the workers, colour factors drawn there and
+    applied on the device) or the exact centre crop (eval). ``crop.upsample_to`` acts on the device too."""
     from detection_bridge.boxes import stored_size
     from detection_bridge.dataset import CropDataset
     from detection_bridge.transforms import train_transform
@@ -142,41 +141,23 @@ def _dataset(records: list, cache: Any, geometry: Any, cfg: Config, *, train: bo
     transform = None
     if train and a.enabled:
         stored = cache.stored_size if cache is not None else stored_size(size, cfg.crop.margin)
-        transform = train_transform(size, stored, geometry, box_scale=(a.box_scale_min, a.box_scale_max),
-                                    aspect=(a.aspect_min, a.aspect_max), hflip=a.hflip, color=a.color, hue=a.hue,
-                                    p_color=a.p_color)
-    dataset = CropDataset(None if cache is not None else records, size, geometry=geometry, train=train and a.enabled,
-                          cache=cache, margin=cfg.crop.margin, transform=transform)
-    return UpsampledDataset(dataset, cfg.crop.upsample_to) if cfg.crop.upsample_to else dataset
+        transform = train_transform(size, stored, box_scale=(a.box_scale_min, a.box_scale_max),
+                                    aspect=(a.aspect_min, a.aspect_max), hflip=a.hflip)
+    return CropDataset(None if cache is not None else records, size, geometry=geometry, train=train and a.enabled,
+                       cache=cache, margin=cfg.crop.margin, transform=transform,
+                       color=color_jitter(cfg) if transform is not None else None)
 
 
-class UpsampledDataset(Dataset):
-    """A crop dataset whose images are resized (bilinear, on the normalised tensor) to ``size`` x ``size``.
+def color_jitter(cfg: Config, *, random_order: bool = True) -> Any:
+    """The config's colour jitter (``augment.color``, ``hue``, ``p_color``). COCO crops keep the random order of
+    the four operations that albumentations' ``ColorJitter`` used; ImageNet-layout images keep their fixed
+    order (brightness, contrast, saturation, hue), as their PIL pipeline had it."""
+    from detection_bridge.color import ColorJitter
 
-    The benchmark's upsample-79 variant: 79 px crops, i.e. the information of a low-resolution view,
-    shown to the 299 stem at its own input size. ``records`` and ``transform`` are the wrapped dataset's,
-    so records lookups and per-sample augmentation seeding see through the wrapper.
-    """
+    a = cfg.augment
+    return ColorJitter(a.color, a.hue, a.p_color, random_order=random_order)
 
-    def __init__(self, dataset: Dataset, size: int) -> None:
-        self.dataset, self.size = dataset, int(size)
 
-    @property
-    def records(self) -> list:
-        return self.dataset.records  # type: ignore[attr-defined]
-
-    @property
-    def transform(self) -> Any:
-        return getattr(self.dataset, "transform", None)
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Any:
-        image, *rest = self.dataset[index]
-        image = torch.nn.functional.interpolate(image[None], size=(self.size, self.size), mode="bilinear",
-                                                align_corners=False)[0]
-        return (image, *rest)
 
 
 def _build_cache(crop_set: Any, records: list, size: int, geometry: Any, cfg: Config, env: DistEnv,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device_transforms import model_inputs
 from ..runtime import autocast
 from .recipe import EpochLR, ModelEma, clip_gradients, inception_loss
 
@@ -105,21 +106,15 @@ class StepInfo:
     images_per_s: float  # this process's throughput over the epoch so far
 
 
-def _to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device,
-               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-    return images, targets.to(device, non_blocking=True)
-
-
 def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, scheduler: EpochLR, *,
                     device: torch.device, steps: int, totals: EpochTotals | None = None, global_step: int = 0,
                     ema: ModelEma | None = None, label_smoothing: float = 0.1, aux_weight: float = 0.4,
                     clip_grad_norm: float | None = 2.0, clip_mode: str = "global", precision: str = "fp32",
-                    channels_last: bool = False, log_every: int = 1,
+                    channels_last: bool = False, upsample_to: int | None = None, log_every: int = 1,
                     on_step: Callable[[EpochTotals, StepInfo], None] | None = None) -> EpochTotals:
     """Train until this epoch has done ``steps`` optimiser steps (counting those in ``totals`` from before a
-    resume). Each batch: forward under autocast, label-smoothed loss + 0.4 aux, backward, clip, step,
+    resume). Each batch: uint8 pixels to model inputs on the device (:func:`model_inputs`: colour jitter,
+    normalisation, ``upsample_to``), forward under autocast, label-smoothed loss + 0.4 aux, backward, clip, step,
     lr schedule step, EMA update. Loss, accuracy and gradient norm are read from the device on global steps
     that are multiples of ``log_every``, on this call's first step and at the epoch's end (where a
     non-finite one stops training); ``on_step`` runs every step. Returns the totals (synced)."""
@@ -129,7 +124,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
     for batch in batches:
         if totals.steps >= steps:
             break
-        images, targets = _to_device(batch[0], batch[1], device, channels_last)
+        images, targets = model_inputs(batch, device, channels_last=channels_last, size=upsample_to)
         lr = optimizer.param_groups[0]["lr"]
         with autocast(device, precision):
             outputs = model(images)
@@ -157,8 +152,9 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
 
 @torch.no_grad()
 def predict(model: nn.Module, batches: Iterable, *, device: torch.device, k: int = 5, precision: str = "fp32",
-            channels_last: bool = False) -> dict[str, Any]:
-    """Eval-mode forward over ``batches`` of ``(images, labels, indices)``.
+            channels_last: bool = False, upsample_to: int | None = None) -> dict[str, Any]:
+    """Eval-mode forward over ``batches`` of ``(uint8 images, labels, indices)`` (made model inputs on the device
+    by :func:`model_inputs`, as in training).
 
     Returns ``topk`` [N, k] (best first), ``targets`` [N], ``indices`` [N] (dataset positions, to look up each
     crop's record: size bucket, image) and the mean plain cross-entropy ``loss``.
@@ -167,7 +163,7 @@ def predict(model: nn.Module, batches: Iterable, *, device: torch.device, k: int
     topk, targets, indices = [], [], []
     loss_sum, count = 0.0, 0
     for batch in batches:
-        images, labels = _to_device(batch[0], batch[1], device, channels_last)
+        images, labels = model_inputs(batch, device, channels_last=channels_last, size=upsample_to)
         with autocast(device, precision):
             logits = model(images)
         logits = logits.float()

@@ -65,7 +65,8 @@ def evaluate_with_predictions(model: nn.Module, split: SplitData, cfg: Config, d
     shard = (env.rank, env.world_size) if env is not None and env.distributed else (0, 1)
     loader = eval_loader(split, cfg, shard=shard)
     start = time.perf_counter()
-    out = predict(model, loader, device=device, precision=cfg.train.precision, channels_last=cfg.model.channels_last)
+    out = predict(model, loader, device=device, precision=cfg.train.precision, channels_last=cfg.model.channels_last,
+                  upsample_to=cfg.crop.upsample_to)
     if shard[1] > 1:
         out = _gather_predictions(out, env)  # type: ignore[arg-type]
     seconds = time.perf_counter() - start

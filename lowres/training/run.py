@@ -211,7 +211,8 @@ class _Run:
                 steps=self.steps_per_epoch, totals=totals, global_step=self.global_step - totals.steps,
                 ema=self.ema, label_smoothing=t.label_smoothing, aux_weight=t.aux_weight,
                 clip_grad_norm=self.cfg.optim.clip_grad_norm, clip_mode=self.cfg.optim.clip_mode,
-                precision=t.precision, channels_last=self.cfg.model.channels_last, log_every=t.log_every,
+                precision=t.precision, channels_last=self.cfg.model.channels_last,
+                upsample_to=self.cfg.crop.upsample_to, log_every=t.log_every,
                 on_step=self._on_step(bar))
         finally:
             if bar is not None:

@@ -56,9 +56,15 @@ def test_runtime_keys_do_not_count_as_differences():
 
 def test_crop_size_and_upsampling_in_the_data_pipeline(bench_cache: Path):
     """The 299 stem fed 79 px crops (naive-79) and 79 px crops upsampled to 299 (upsample-79)."""
-    from lowres.runtime import input_size
+    from torch.utils.data import default_collate
+
+    from lowres.device_transforms import model_inputs
+    from lowres.runtime import crop_size, input_size
     from lowres.training.data import SeededDataset, load_split_data, resolve_data_dir
     from lowres.training.distributed import DistEnv
+
+    def model_input(sample: tuple, cfg) -> torch.Tensor:  # what the training/eval step makes on the device
+        return model_inputs(default_collate([sample]), torch.device("cpu"), size=cfg.crop.upsample_to)[0][0]
 
     env, quiet = DistEnv(), (lambda m: None)
     sets = [f"data.cache_dir={bench_cache}", "data.max_train=8"]
@@ -66,13 +72,15 @@ def test_crop_size_and_upsampling_in_the_data_pipeline(bench_cache: Path):
     upsampled = load_config("smoke", [*sets, "crop.size=79", "crop.upsample_to=299"], stem=299)
     data_dir = resolve_data_dir(naive, env=env, log=quiet)
     for cfg, side in ((naive, 79), (upsampled, 299)):
-        assert input_size(cfg) == side
+        assert input_size(cfg) == side and crop_size(cfg) == 79
         for train in (True, False):
             split = load_split_data(data_dir, "train", cfg, train=train, env=env, log=quiet)
-            image, label, index = split.dataset[0]
-            assert image.shape == (3, side, side) and split.records[index].label == label
-    low = load_split_data(data_dir, "train", naive, train=False, env=env, log=quiet).dataset[0][0]
-    up = load_split_data(data_dir, "train", upsampled, train=False, env=env, log=quiet).dataset[0][0]
+            sample = split.dataset[0]
+            image, label, index = sample[:3]
+            assert image.shape == (3, 79, 79) and split.records[index].label == label  # workers move the crop
+            assert model_input(sample, cfg).shape == (3, side, side)  # resized on the device
+    low = model_input(load_split_data(data_dir, "train", naive, train=False, env=env, log=quiet).dataset[0], naive)
+    up = model_input(load_split_data(data_dir, "train", upsampled, train=False, env=env, log=quiet).dataset[0], upsampled)
     down = torch.nn.functional.interpolate(up[None], size=(79, 79), mode="bilinear", antialias=True)[0]
     assert (down - low).abs().mean() < 0.05  # the same 79 px crop, only enlarged
     seeded = SeededDataset(load_split_data(data_dir, "train", upsampled, train=True, env=env, log=quiet).dataset, 0)

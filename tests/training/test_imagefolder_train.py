@@ -4,11 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.data import default_collate
 
 from detection_bridge.errors import BridgeError
 from detection_bridge.records import CategoryMap
 from lowres.bench.variants import VARIANTS, load_bench_preset, variant_config
 from lowres import checkpoint as ckpt
+from lowres.device_transforms import model_inputs
+from lowres.runtime import input_size
 from lowres.training.data import load_split_data
 from lowres.training.distributed import DistEnv
 from lowres.training.evaluate import evaluate_checkpoint
@@ -22,8 +26,11 @@ def test_train_and_eval_samples_have_each_variants_input_size(name, imagenet_fol
     size = VARIANTS[name].input_size
     for split, is_train in (("train", True), ("val", False)):
         data = load_split_data(imagenet_folder, split, cfg, train=is_train, env=DistEnv(), log=lambda m: None)
-        image, label, index = data.dataset[0]
-        assert image.shape == (3, size, size) and label == data.records[index].label
+        sample = data.dataset[0]
+        image, label, index = sample[:3]
+        assert label == data.records[index].label and image.dtype == torch.uint8
+        x, _ = model_inputs(default_collate([sample]), torch.device("cpu"), size=input_size(cfg))
+        assert x.shape == (1, 3, size, size)
 
 
 def test_label_map_round_trips_through_a_checkpoint(imagenet_folder, tiny_config, tmp_path):

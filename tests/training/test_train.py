@@ -12,6 +12,7 @@ from lowres.builder import build_model_from_config
 from lowres.checkpoint import CheckpointError, load_checkpoint
 from lowres.cli import main
 from lowres.training.data import load_split_data
+from lowres.device_transforms import model_inputs
 from lowres.training.distributed import DistEnv
 from lowres.training.recipe import build_optimizer, inception_loss
 from lowres.training.run import _check_fresh, _start, train
@@ -40,7 +41,8 @@ def test_smoke_trains_each_stem_on_coco_mini(stem, coco_mini, tiny_config, tmp_p
 def test_loss_goes_down_on_a_repeated_batch(stem, coco_mini, tiny_config):
     cfg = tiny_config("data.max_val=8", "model.dropout=0.0", stem=stem, data=coco_mini)
     split = load_split_data(coco_mini, "val", cfg, train=False, env=DistEnv(), log=lambda m: None)
-    images, labels, _ = next(iter(torch.utils.data.DataLoader(split.dataset, batch_size=8)))
+    batch = next(iter(torch.utils.data.DataLoader(split.dataset, batch_size=8)))
+    images, labels = model_inputs(batch, torch.device("cpu"))  # uint8 crops -> normalised inputs
     model = build_model_from_config(cfg, split.category_map.num_classes).train()
     opt = build_optimizer(model, cfg.optim)  # the paper's TF-RMSProp at lr 0.045
     losses = []
