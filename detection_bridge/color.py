@@ -75,49 +75,47 @@ def _saturation(x: Tensor, f: Tensor) -> Tensor:
 
 
 def _hue(x: Tensor, shift: Tensor) -> Tensor:
-    """Rotate the HSV hue by ``shift`` turns (RGB -> HSV -> RGB, batched; torchvision's formulas)."""
+    """Rotate the HSV hue by ``shift`` turns: RGB -> HSV (torchvision's formulas), then HSV -> RGB in closed
+    form (each channel ``v - v s clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod 6``, n = 5, 3, 1)."""
     r, g, b = x.unbind(dim=1)
     maxc, _ = x.max(dim=1)
     minc, _ = x.min(dim=1)
     delta = maxc - minc
-    sat = torch.where(maxc > 0, delta / maxc.clamp(min=1e-12), torch.zeros_like(maxc))
     d = delta.clamp(min=1e-12)
-    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(delta > 0, h / 6.0, torch.zeros_like(h))
-    h = torch.remainder(h + shift.view(-1, 1, 1), 1.0)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    v = maxc
-    p, q, t = v * (1 - sat), v * (1 - sat * f), v * (1 - sat * (1 - f))
-    choices = torch.stack([torch.stack(c, dim=1) for c in
-                           ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], dim=1)  # N,6,3,H,W
-    index = i.unsqueeze(1).unsqueeze(1).expand(-1, 1, 3, -1, -1)
-    out = choices.gather(1, index).squeeze(1)
-    return torch.where((shift != 0).view(-1, 1, 1, 1), out, x)
+    h = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d))
+    h = torch.where(delta > 0, h, torch.zeros_like(h)) + 6.0 * shift.view(-1, 1, 1)  # in sixths of a turn
+    chroma = delta  # v * s
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(h + n, 6.0)
+        out.append(maxc - chroma * torch.minimum(k, 4.0 - k).clamp_(0, 1))
+    return torch.stack(out, dim=1)
+
+
+_OPS = (_brightness, _contrast, _saturation, _hue)
 
 
 def apply_color_jitter(x: Tensor, params: Tensor) -> Tensor:
     """``x``: ``(N, 3, H, W)`` float RGB in [0, 1]; ``params``: ``(N, 8)`` from :meth:`ColorJitter.draw`.
 
-    Each of the four slots applies, per sample, the operation its order names there: every operation is
-    computed for the whole batch in each slot and the sample's own is selected (branch-free, so a batch
-    mixing orders costs one pass per slot, and compiled code sees no data-dependent control flow). Factors
-    of 1 and a shift of 0 leave a sample exactly unchanged.
+    Slot by slot, each operation runs once on the samples whose order puts it in that slot and whose factor
+    changes something (a factor of 1 or a shift of 0 is skipped: exactly the identity). Which samples those
+    are is decided from ``params`` where they are (on the host, as the loader delivers them), so a device
+    batch needs no device-to-host read; the selected samples are gathered, transformed and written back.
     """
-    params = params.to(device=x.device, dtype=torch.float32)
-    factors = params[:, :4].view(-1, 4, 1, 1, 1).unbind(dim=1)
-    order = params[:, 4:].round().to(torch.int64)
-    ops = (_brightness, _contrast, _saturation, _hue)
+    plan = params.detach().to("cpu", torch.float32)
+    order = plan[:, 4:].round().to(torch.int64)
+    changes = torch.cat([plan[:, :3] != 1.0, plan[:, 3:4] != 0.0], dim=1)
+    factors = params.to(device=x.device, dtype=torch.float32, non_blocking=True)[:, :4]
+    x = x.clone()
     for slot in range(4):
-        which = order[:, slot].view(-1, 1, 1, 1)
-        out = x
-        for k, op in enumerate(ops):
-            if k == 3:
-                candidate = op(x, factors[3].view(-1))
-            else:
-                candidate = op(x, factors[k])
-            out = torch.where(which == k, candidate, out)
-        x = out
+        for k, op in enumerate(_OPS):
+            chosen = ((order[:, slot] == k) & changes[:, k]).nonzero().flatten()
+            if len(chosen) == len(x):
+                f = factors[:, k]
+                x = op(x, f if k == 3 else f.view(-1, 1, 1, 1))
+            elif len(chosen):
+                idx = chosen.to(x.device, non_blocking=True)
+                f = factors.index_select(0, idx)[:, k]
+                x.index_copy_(0, idx, op(x.index_select(0, idx), f if k == 3 else f.view(-1, 1, 1, 1)))
     return x
