@@ -151,11 +151,13 @@ def _train_presets_help() -> str:
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
               help="bf16 = autocast with bfloat16 (overrides train.precision).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (sets train.compile; timm's "
+              "--torchcompile): faster steps after a first one that compiles.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (they are shown only on a terminal anyway; "
               "without one a line is logged every train.log_every steps).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
 def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...], data: str | None, out_dir: str | None,
-          precision: str | None, resume: bool, no_progress: bool, print_config: bool) -> None:
+          precision: str | None, resume: bool, compile_: bool, no_progress: bool, print_config: bool) -> None:
     """Train a stem on crops (torchrun-ready). Writes config.yaml, provenance.json, train.log, metrics.jsonl,
     scalars.csv (and TensorBoard events in tb/ when installed), last.pt/best.pt, checkpoints/ and
     val_metrics.json to --out, logs a line per epoch and prints the final epoch's metrics as JSON."""
@@ -180,7 +182,7 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
             from detection_bridge.layout import check_data_dir
 
             check_data_dir(data)
-        flags = (f"train.precision={precision}",) if precision else ()
+        flags = ((f"train.precision={precision}",) if precision else ()) + (("train.compile=true",) if compile_ else ())
         cfg = load_config(config_file, (*overrides, *flags), stem=int(stem) if stem else None, data=data,
                           complete=run_config)  # a truncated run config must not fall back to defaults
         if print_config:
@@ -213,10 +215,11 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
 @click.option("--no-ema", is_flag=True, help="Evaluate the raw weights instead of their moving average.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (worth it for large splits).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, callback=writable_file,
               help="metrics.json to write.")
 def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detections_file: str | None, no_ema: bool,
-             batch_size: int | None, device: str, out_file: str) -> None:
+             batch_size: int | None, device: str, compile_: bool, out_file: str) -> None:
     """Top-1/top-5, balanced accuracy, per size bucket, per class, confusion matrix, bootstrap CI of a checkpoint."""
     from detection_bridge.errors import BridgeError
 
@@ -226,7 +229,7 @@ def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detectio
     try:
         m = evaluate_checkpoint(checkpoint, data=data, split=split, boxes=boxes, detections_file=detections_file,
                                 use_ema=not no_ema, batch_size=batch_size, device=device, out=out_file,
-                                log=lambda msg: click.echo(msg, err=True))
+                                log=lambda msg: click.echo(msg, err=True), compile=compile_)
     except (CheckpointError, BridgeError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -295,12 +298,14 @@ def _checkpoint_data(checkpoint: str) -> str:
 @click.option("--label-map", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON {detector label: COCO category id} (or a list indexed by label) when the detections' "
                    "category_id are not COCO ids; outputs are written in COCO ids.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the classifier (worth it for many images).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def rescore(checkpoint: str, detections: str, data: str | None, split: str, images: str | None,
             annotations: str | None, out_file: str, fusion: tuple[str, ...], max_area: str | None,
             calibrate_split: str, calibrate_detections: str | None, fusion_params: str | None,
             background_threshold: float, skip_unknown: bool, batch_images: int, chunk_size: int, precision: str,
-            device: str, no_ema: bool, metrics_out: str | None, label_map: str | None, no_progress: bool) -> None:
+            device: str, no_ema: bool, metrics_out: str | None, label_map: str | None, compile_: bool,
+            no_progress: bool) -> None:
     """Rescore a detector's COCO results with a second-stage classifier; with ground truth, print COCO AP
     (AP, AP50, AP75, APs, APm, APl) before and after, per fusion rule."""
     from ._atomic import atomic_write_json
@@ -330,7 +335,7 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
 
         dev = resolve_device(device)
         stage = SecondStage.from_checkpoint(checkpoint, dev, use_ema=not no_ema, chunk_size=chunk_size,
-                                            precision=precision)
+                                            precision=precision, compile=compile_)
         with tqdm(desc="calibrate", unit="img", disable=no_progress or "auto" not in fusion, dynamic_ncols=True) as bar:
             fusions = rescore_fusions(stage, fusion, checkpoint=checkpoint, detections=detections, data=data,
                                       background_threshold=threshold, max_area=max_area, split=calibrate_split,

@@ -137,6 +137,8 @@ class TrainConfig:
     tensorboard: bool = True  # also write TensorBoard events to RUN_DIR/tb when tensorboard is installed
     max_steps_per_epoch: Optional[int] = None  # cut epochs short (smoke runs)
     threads: Optional[int] = None  # torch.set_num_threads for CPU runs (None = torch's default)
+    compile: bool = False  # torch.compile the model's forward (timm's --torchcompile): faster steps after a
+    #                        first step that compiles (~40 s at width 1.0 on 2 CPU cores); same weights and files
 
 
 @dataclass

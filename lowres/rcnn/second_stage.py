@@ -21,6 +21,7 @@ from detection_bridge.records import CategoryMap
 
 from ..builder import load_model
 from ..device_transforms import resize
+from ..models import compile_model
 from ..runtime import autocast
 from .crops import batch_images, check_boxes, check_images, context_regions, iter_roi_crops
 from .fusion import Fusion, LabelSpace, check_detector_scores, fuse_detections
@@ -71,7 +72,9 @@ class SecondStage(nn.Module):
     device supports it natively). ``sampling_ratio``: roi_align's; -1 (adaptive) is the area filter that
     matches the bridge's antialiased crops. ``channels_last``: run the model in NHWC memory format (the model
     is converted in place); oneDNN's bf16 convolutions need it to be fast (about 10x over NCHW bf16 on an
-    AVX512-BF16 CPU) and it never hurts fp32.
+    AVX512-BF16 CPU) and it never hurts fp32. ``compile``: run the model through ``torch.compile``
+    (:func:`lowres.models.compile_model`, in place; each new chunk shape compiles once, then the batch
+    dimension is dynamic).
 
     The wrapped model always stays in eval mode (``train()`` does not reach it): this module is
     inference-only; train the classifier with ``lowres train``.
@@ -79,7 +82,8 @@ class SecondStage(nn.Module):
 
     def __init__(self, model: nn.Module, category_map: CategoryMap, geometry: CropGeometry = CropGeometry(),
                  input_size: int | None = None, *, chunk_size: int = DEFAULT_CHUNK, precision: str = "auto",
-                 sampling_ratio: int = -1, channels_last: bool = True, crop_size: int | None = None) -> None:
+                 sampling_ratio: int = -1, channels_last: bool = True, crop_size: int | None = None,
+                 compile: bool = False) -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -93,6 +97,7 @@ class SecondStage(nn.Module):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        compile_model(self.model, compile)
         self.category_map, self.geometry = category_map, geometry
         self.input_size = int(input_size or getattr(model, "stem"))
         self.crop_size = int(crop_size or self.input_size)
@@ -104,7 +109,8 @@ class SecondStage(nn.Module):
                         **kwargs: Any) -> "SecondStage":
         """Load a ``lowres train`` checkpoint (:func:`lowres.builder.load_model`: its EMA weights when present
         and ``use_ema``, the geometry and crop/input sizes it was trained with); ``kwargs`` go to the
-        constructor (``chunk_size``, ``precision``, ``sampling_ratio``, ``channels_last``)."""
+        constructor (``chunk_size``, ``precision``, ``sampling_ratio``, ``channels_last``,
+        ``compile``)."""
         loaded = load_model(path, use_ema=use_ema, device=device)
         kwargs.setdefault("crop_size", loaded.crop_size)
         return cls(loaded.model, loaded.category_map, loaded.geometry, loaded.input_size, **kwargs).to(device)

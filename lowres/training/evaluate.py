@@ -25,6 +25,7 @@ from .._atomic import atomic_write_json
 from ..builder import LoadedModel, load_model
 from ..config import Config
 from ..metrics import classification_metrics
+from ..models import compile_model
 from ..runtime import resolve_device
 from .data import SplitData, eval_loader, load_split_data, resolve_data_dir
 from .distributed import DistEnv, all_gather_object
@@ -169,9 +170,10 @@ def checkpoint_data_path(raw: str | None, provenance: list[dict[str, Any]], chec
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, split: str = "val",
                         boxes: str | None = "gt", detections_file: str | None = None, use_ema: bool = True,
                         batch_size: int | None = None, device: str = "auto", out: str | Path | None = None,
-                        log: Log | None = None) -> dict[str, Any]:
+                        log: Log | None = None, compile: bool = False) -> dict[str, Any]:
     """``lowres eval``: evaluate a training checkpoint (its EMA weights by default) on a split, return
     :meth:`Evaluation.report` and optionally write it as JSON.
+    ``compile``: run the model through ``torch.compile`` (:func:`lowres.models.compile_model`).
 
     Detector boxes (``boxes='detections'``) are labelled by IoU with ground truth; a model trained with a
     background class is also scored on the detector's misses (background precision/recall), one trained
@@ -183,6 +185,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, spli
         data = checkpoint_data_path(loaded.config.data.path, loaded.provenance, checkpoint, log)
     cfg = eval_config(loaded, data=data, boxes=boxes, detections_file=detections_file, batch_size=batch_size,
                       device=device)
+    compile_model(loaded.model, compile)  # in place
     result = evaluate_loaded(loaded, cfg, split, log=log).report()
     if out is not None:
         atomic_write_json(out, result, indent=2)

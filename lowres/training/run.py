@@ -26,6 +26,7 @@ from .._lock import FolderLockedError, folder_lock
 from ..builder import build_model_from_config, load_weights
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import Config, save_config
+from ..models import compile_model
 from ..provenance import collect
 from .checkpoint import capture_rng_state, check_compatible, restore_rng_state, save_periodic
 from .data import load_split_data, resolve_data_dir, train_loader
@@ -105,6 +106,7 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, steps_per_epoch=self.steps_per_epoch,
                                          epochs=cfg.train.epochs)
         self.ema = ModelEma(self.module, cfg.train.ema_decay) if cfg.train.ema else None
+        compile_model(self.module, cfg.train.compile)  # in place, after the EMA's copy: the steps run compiled
         self.epoch, self.global_step, self.best_top1, self.best_epoch = 0, 0, -1.0, 0
         self.totals: EpochTotals | None = None
         self.history: list[dict[str, Any]] = []
