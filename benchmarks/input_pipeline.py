@@ -16,7 +16,7 @@ distinct crops, smooth random colours), each sample seeded from (seed, epoch, in
 
 Rounds alternate the two pipelines; the table gives the median samples/s over rounds, the spread (slowest,
 fastest) and the ratio of the medians (stated only where the spreads do not overlap). The last column times
-what moved to the device (``lowres.training.device_transforms.model_inputs`` on one batch: float conversion,
+what moved to the device (``lowres.device_transforms.model_inputs`` on one batch: float conversion,
 colour jitter, normalisation), measured here on this CPU: on a GPU that work is a few elementwise kernels.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ from detection_bridge.color import ColorJitter  # noqa: E402
 from detection_bridge.transforms import train_transform  # noqa: E402
 from lowres.config import AugmentConfig  # noqa: E402
 from lowres.training.data import _seed_pipeline  # noqa: E402
-from lowres.training.device_transforms import model_inputs  # noqa: E402
+from lowres.device_transforms import model_inputs  # noqa: E402
 
 
 def old_float_transform(size: int, stored: int, a: AugmentConfig) -> A.Compose:
