@@ -1,6 +1,6 @@
 """torch.compile against eager: inference and a training step of the paper's network, in one process.
 
-    python benchmarks/compile.py [--stem 79] [--width 1.0] [--batch 16] [--rounds 3] [--iters 3] [--no-peak]
+    python benchmarks/compile.py [--stem 79] [--width 1.0] [--batch 16] [--rounds 3] [--iters 3] [--peak-seconds 60]
 
 The model as ``lowres train`` / ``lowres eval`` run it with ``--compile`` (``lowres.models.compile_model``: the
 module compiled in place) and without, bf16 autocast + channels_last, width 1.0, 79 stem, batch 16:
@@ -12,9 +12,9 @@ module compiled in place) and without, bf16 autocast + channels_last, width 1.0,
 The compile time is the first call's wall time (tracing + inductor code generation; the second call's time
 is subtracted out by the median that follows). Rounds alternate eager and compiled; each round is the median
 of ``--iters`` calls; the table gives the median over rounds, the spread (slowest, fastest round) and the
-ratio of medians, stated only where the spreads do not overlap. Then (unless ``--no-peak``) the dense-kernel
-peak of the machine in fp32 and bf16 (``_common.peak_flops``: the best of eager and compiled GEMM and an NHWC
-3x3 convolution) and each row's fraction of it.
+ratio of medians, stated only where the spreads do not overlap. Then (unless ``--peak-seconds 0``) the
+dense-kernel peak of the machine in fp32 and bf16 (``_common.peak_flops``: the fastest call over that many
+seconds per dtype of eager and compiled GEMM and two NHWC 3x3 convolutions) and each row's fraction of it.
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--no-peak", action="store_true")
+    parser.add_argument("--peak-seconds", type=float, default=60.0, help="0: no peak measurement")
     args = parser.parse_args()
     torch.manual_seed(0)
     fmt = torch.channels_last
@@ -103,8 +103,8 @@ def main() -> None:
     rows = _compare("inference", lambda m: _inference(m.eval(), x), model, args, fwd)
     rows += _compare("training step", lambda m: _train_step(m.train(), x, y), model, args, 3 * fwd)
     peak = None
-    if not args.no_peak:
-        routes = {dt: peak_flops(dt) for dt in (torch.float32, torch.bfloat16)}
+    if args.peak_seconds > 0:
+        routes = {dt: peak_flops(dt, seconds=args.peak_seconds) for dt in (torch.float32, torch.bfloat16)}
         for dt, r in routes.items():
             print(f"{str(dt).replace('torch.', '')} dense peak: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in r.items())
                   + " GFLOP/s")
