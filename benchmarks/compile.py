@@ -9,8 +9,9 @@ module compiled in place) and without, bf16 autocast + channels_last, width 1.0,
 * training step: forward with the aux head, label-smoothed loss + 0.4 aux (``inception_loss``), backward,
   global gradient clipping at 2.0, TF-RMSProp step (``lowres.training.recipe``), as ``train_one_epoch`` does.
 
-The compile time is the first call's wall time (tracing + inductor code generation; the second call's time
-is subtracted out by the median that follows). Rounds alternate eager and compiled; each round is the median
+The compile time is the first call's wall time (tracing + inductor code generation). Inductor keeps compiled
+code in an on-disk cache, so a second run's first call mostly loads it; for a cold compile, give the run a
+fresh cache: ``TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/compile.py``. Rounds alternate eager and compiled; each round is the median
 of ``--iters`` calls; the table gives the median over rounds, the spread (slowest, fastest round) and the
 ratio of medians, stated only where the spreads do not overlap. Then (unless ``--peak-seconds 0``) the
 dense-kernel peak of the machine in fp32 and bf16 (``_common.peak_flops``: the fastest call over that many
