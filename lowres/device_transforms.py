@@ -62,7 +62,7 @@ def model_inputs(batch: Sequence, device: torch.device, *, channels_last: bool =
                         "colour jitter run on the device (lowres.device_transforms)")
     x = images.to(device, non_blocking=True).float().div_(255.0)
     if len(batch) > 3:
-        x = apply_color_jitter(x, torch.as_tensor(batch[3]).to(device, non_blocking=True))
+        x = apply_color_jitter(x, torch.as_tensor(batch[3]))  # factors stay on the host: it plans from them there
     x = resize(normalize(x), size)
     x = x.contiguous(memory_format=memory_format(channels_last))
     return x, torch.as_tensor(labels).to(device, non_blocking=True)
