@@ -16,10 +16,13 @@ if TYPE_CHECKING:  # annotations only: config.py imports this module
 __all__ = ["ConfigError", "check_value", "check_ranges", "missing_keys", "ADDED_KEYS"]
 
 # Keys added after run folders were first written: a resolved config.yaml from before them lacks them, and their
-# defaults reproduce what such a run did (the bridge's matching and jitter options, reachable from Python only
-# before), so resuming it must not call the file truncated.
+# defaults reproduce what such a run did, so resuming it must not call the file truncated: the bridge's matching
+# and jitter options (reachable from Python only before), how crops are stored and built (auto = raw for small
+# data, as before; one thread), how a run is watched and kept (log lines, TensorBoard, epoch checkpoints: no
+# effect on the weights) and compilation (off).
 ADDED_KEYS = frozenset({"data.iou_positive", "data.iou_background", "data.score_threshold", "data.top_k",
-                        "data.jitter", "data.jitter_iou"})
+                        "data.jitter", "data.jitter_iou", "data.crop_storage", "data.build_workers",
+                        "train.keep_checkpoints", "train.log_every", "train.tensorboard", "train.compile"})
 
 
 class ConfigError(ValueError):
