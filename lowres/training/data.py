@@ -16,7 +16,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from detection_bridge import synthetic
+from detection_bridge.boxes import stored_size
+from detection_bridge.cache import build_cache, open_cache
 from detection_bridge.coco import SplitOptions, load_split
+from detection_bridge.color import ColorJitter
+from detection_bridge.dataset import CropDataset
+from detection_bridge.imagecrops import ImageFolderDataset, decoded_bytes_estimate, open_or_build_decoded
+from detection_bridge.imagefolder import detect_layout, load_imagefolder_split
+from detection_bridge.layout import check_data_dir
+from detection_bridge.transforms import train_transform
 
 from ..config import Config
 from ..runtime import crop_size, geometry_from_config, input_size
@@ -44,10 +53,7 @@ def default_cache_root(cfg: Config) -> Path:
 def resolve_data_dir(cfg: Config, *, env: DistEnv, log: Callable[[str], None]) -> Path:
     """``data.path``, or the synthetic set generated once into the cache (rank 0 writes, others wait)."""
     if cfg.data.path is not None:
-        from detection_bridge.layout import check_data_dir
-
         return check_data_dir(cfg.data.path)
-    from detection_bridge import synthetic
 
     out = default_cache_root(cfg) / f"synthetic-seed{cfg.data.synthetic_seed}"
     if env.is_main:
@@ -81,8 +87,6 @@ def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env
     ``category_map``, when given (the training set's, or a checkpoint's), must equal the split's own: a
     label means nothing under another map.
     """
-    from detection_bridge.imagefolder import detect_layout
-
     if detect_layout(data_dir) == "imagefolder":
         return _load_imagefolder_split(data_dir, split, cfg, train=train, env=env, log=log, category_map=category_map)
     d = cfg.data
@@ -106,9 +110,6 @@ def _load_imagefolder_split(data_dir: Path, split: str, cfg: Config, *, train: b
     """An ImageNet-layout split: whole images, the paper's protocol at the variant's crop size (random region,
     flip, colours for training; central crop for evaluation), each resampled once from the original pixels.
     Small data is decoded once into a store every crop size shares; large data is decoded per epoch."""
-    from detection_bridge.imagecrops import ImageFolderDataset, decoded_bytes_estimate, open_or_build_decoded
-    from detection_bridge.imagefolder import load_imagefolder_split
-
     d, a = cfg.data, cfg.augment
     image_set = load_imagefolder_split(data_dir, split, train_split=d.train_split, category_map=category_map)
     records = _subset(image_set.records, d.max_train if train else d.max_val, cfg.train.seed)
@@ -133,10 +134,6 @@ def _load_imagefolder_split(data_dir: Path, split: str, cfg: Config, *, train: b
 def _dataset(records: list, cache: Any, geometry: Any, cfg: Config, *, train: bool) -> Dataset:
     """CropDataset with the config's augmentation (train: geometry in the workers, colour factors drawn there and
     applied on the device) or the exact centre crop (eval). ``crop.upsample_to`` acts on the device too."""
-    from detection_bridge.boxes import stored_size
-    from detection_bridge.dataset import CropDataset
-    from detection_bridge.transforms import train_transform
-
     size, a = crop_size(cfg), cfg.augment
     transform = None
     if train and a.enabled:
@@ -152,8 +149,6 @@ def color_jitter(cfg: Config, *, random_order: bool = True) -> Any:
     """The config's colour jitter (``augment.color``, ``hue``, ``p_color``). COCO crops keep the random order of
     the four operations that albumentations' ``ColorJitter`` used; ImageNet-layout images keep their fixed
     order (brightness, contrast, saturation, hue), as their PIL pipeline had it."""
-    from detection_bridge.color import ColorJitter
-
     a = cfg.augment
     return ColorJitter(a.color, a.hue, a.p_color, random_order=random_order)
 
@@ -164,8 +159,6 @@ def _build_cache(crop_set: Any, records: list, size: int, geometry: Any, cfg: Co
                  log: Callable[[str], None]) -> Any:
     """Build (or reuse) the crop cache, decoding each image once. Under torchrun every process of a node
     builds its share of the shards, in step through a gloo group with a long timeout (``node_sync``)."""
-    from detection_bridge.cache import build_cache, open_cache
-
     root = default_cache_root(cfg) / "crops"
     kwargs = {"margin": cfg.crop.margin, "storage": cfg.data.crop_storage, **crop_set.cache_inputs()}
     cache = open_cache(root, records, size, geometry, **kwargs)
@@ -182,9 +175,10 @@ class SeededDataset(Dataset):
 
     Augmentation libraries draw from Python's and numpy's global RNGs or their own (albumentations 2 keeps a
     generator per pipeline); seeding them per sample makes the data stream independent of worker count,
-    worker scheduling and interruptions. Set the epoch with :meth:`set_epoch` before iterating.
+    worker scheduling and interruptions. The global states are put back after each sample, so loading in
+    the main process (``data.num_workers: 0``) leaves the trainer's own ``random``/``numpy`` streams as they
+    were. Set the epoch with :meth:`set_epoch` before iterating.
     """
-
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset, self.seed, self.epoch = dataset, seed, 0
 
@@ -196,10 +190,15 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, index: int) -> Any:
         sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
-        random.seed(sample_seed)
-        np.random.seed(sample_seed)
-        _seed_pipeline(getattr(self.dataset, "transform", None), sample_seed)
-        return self.dataset[index]
+        saved = random.getstate(), np.random.get_state()
+        try:
+            random.seed(sample_seed)
+            np.random.seed(sample_seed)
+            _seed_pipeline(getattr(self.dataset, "transform", None), sample_seed)
+            return self.dataset[index]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
 
 
 def _seed_pipeline(transform: Any, seed: int) -> None:

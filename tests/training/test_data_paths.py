@@ -36,3 +36,33 @@ def test_eval_elsewhere_uses_and_names_the_checkpoint_data_path(tiny_config, tmp
     split = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--split", "test", "--out", "e.json"])
     assert split.exit_code != 0 and "no split 'test'" in split.output
     assert "COCO layout, splits found: train, val" in split.output
+
+
+def test_seeded_samples_leave_the_trainers_global_rngs_alone():
+    """A sample's augmentation is a function of (seed, epoch, index) alone, and loading it in the main
+    process must not move the trainer's own ``random`` / ``numpy`` streams."""
+    import random
+
+    import numpy as np
+
+    from lowres.training.data import SeededDataset
+
+    class Draws:
+        def __len__(self):  # type: ignore[no-untyped-def]
+            return 4
+
+        def __getitem__(self, i):  # type: ignore[no-untyped-def]
+            return random.random(), float(np.random.rand())
+
+    data = SeededDataset(Draws(), seed=3)
+    random.seed(11)
+    np.random.seed(11)
+    first = data[2]
+    after = random.random(), float(np.random.rand())
+    random.seed(11)
+    np.random.seed(11)
+    assert after == (random.random(), float(np.random.rand()))  # as if no sample had been loaded
+    random.seed(99)
+    assert data[2] == first and data[1] != first  # the sample's own seed decides, not the global state
+    data.set_epoch(1)
+    assert data[2] != first
