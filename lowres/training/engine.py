@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import Config
 from ..device_transforms import model_inputs
 from ..runtime import autocast
 from .recipe import EpochLR, ModelEma, clip_gradients, inception_loss
 
-__all__ = ["EpochTotals", "StepInfo", "TrainingDiverged", "train_one_epoch", "predict"]
+__all__ = ["EpochTotals", "StepInfo", "StepRecipe", "TrainingDiverged", "train_one_epoch", "predict"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -106,17 +107,38 @@ class StepInfo:
     images_per_s: float  # this process's throughput over the epoch so far
 
 
-def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, scheduler: EpochLR, *,
-                    device: torch.device, steps: int, totals: EpochTotals | None = None, global_step: int = 0,
-                    ema: ModelEma | None = None, label_smoothing: float = 0.1, aux_weight: float = 0.4,
-                    clip_grad_norm: float | None = 2.0, clip_mode: str = "global", precision: str = "fp32",
-                    channels_last: bool = False, upsample_to: int | None = None, log_every: int = 1,
+@dataclass(frozen=True)
+class StepRecipe:
+    """How each training step computes its update (paper section 8: label smoothing 0.1, the auxiliary loss at
+    0.4, gradient clipping at 2.0) and how it runs (precision, memory format, the upsample-79 resize, how often
+    numbers are read from the device): one object from the config instead of eight loose arguments."""
+
+    label_smoothing: float = 0.1
+    aux_weight: float = 0.4
+    clip_grad_norm: float | None = 2.0
+    clip_mode: str = "global"
+    precision: str = "fp32"
+    channels_last: bool = False
+    upsample_to: int | None = None
+    log_every: int = 1
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "StepRecipe":
+        t = cfg.train
+        return cls(label_smoothing=t.label_smoothing, aux_weight=t.aux_weight, clip_grad_norm=cfg.optim.clip_grad_norm,
+                   clip_mode=cfg.optim.clip_mode, precision=t.precision, channels_last=cfg.model.channels_last,
+                   upsample_to=cfg.crop.upsample_to, log_every=t.log_every)
+
+
+def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, scheduler: EpochLR,
+                    recipe: StepRecipe, *, device: torch.device, steps: int, totals: EpochTotals | None = None,
+                    global_step: int = 0, ema: ModelEma | None = None,
                     on_step: Callable[[EpochTotals, StepInfo], None] | None = None) -> EpochTotals:
     """Train until this epoch has done ``steps`` optimiser steps (counting those in ``totals`` from before a
     resume). Each batch: uint8 pixels to model inputs on the device (:func:`model_inputs`: colour jitter,
-    normalisation, ``upsample_to``), forward under autocast, label-smoothed loss + 0.4 aux, backward, clip, step,
+    normalisation, the recipe's ``upsample_to``), forward under autocast, label-smoothed loss + 0.4 aux, backward, clip, step,
     lr schedule step, EMA update. Loss, accuracy and gradient norm are read from the device on global steps
-    that are multiples of ``log_every``, on this call's first step and at the epoch's end (where a
+    that are multiples of ``recipe.log_every``, on this call's first step and at the epoch's end (where a
     non-finite one stops training); ``on_step`` runs every step. Returns the totals (synced)."""
     totals = totals or EpochTotals()
     model.train()
@@ -124,14 +146,15 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
     for batch in batches:
         if totals.steps >= steps:
             break
-        images, targets = model_inputs(batch, device, channels_last=channels_last, size=upsample_to)
+        images, targets = model_inputs(batch, device, channels_last=recipe.channels_last, size=recipe.upsample_to)
         lr = optimizer.param_groups[0]["lr"]
-        with autocast(device, precision):
+        with autocast(device, recipe.precision):
             outputs = model(images)
-        loss, logits = inception_loss(outputs, targets, label_smoothing=label_smoothing, aux_weight=aux_weight)
+        loss, logits = inception_loss(outputs, targets, label_smoothing=recipe.label_smoothing,
+                                      aux_weight=recipe.aux_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = clip_gradients(model.parameters(), clip_grad_norm, clip_mode)
+        grad_norm = clip_gradients(model.parameters(), recipe.clip_grad_norm, recipe.clip_mode)
         optimizer.step()
         scheduler.step()
         if ema is not None:
@@ -139,7 +162,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
         step = global_step + totals.steps + 1
         totals.add_step(loss, (logits.detach().argmax(dim=1) == targets).sum(), targets.shape[0], step=step, lr=lr,
                         grad_norm=grad_norm)
-        synced = step % log_every == 0 or totals.steps in (first, steps)  # the monitor's steps: first, every N
+        synced = step % recipe.log_every == 0 or totals.steps in (first, steps)  # the monitor's steps: first, every N
         if synced:
             totals.sync()  # raises TrainingDiverged at a non-finite step, before anything is written
         totals.seconds = seconds_before + time.perf_counter() - start

@@ -32,7 +32,7 @@ from .checkpoint import capture_rng_state, check_compatible, restore_rng_state, 
 from .data import load_split_data, resolve_data_dir, train_loader
 from .distributed import (DistEnv, ResumableSampler, all_gather_object, all_reduce_sum, barrier, broadcast_object,
                           broadcast_state, cleanup_distributed, setup_distributed, wrap_model)
-from .engine import EpochTotals, StepInfo, TrainingDiverged, train_one_epoch
+from .engine import EpochTotals, StepInfo, StepRecipe, TrainingDiverged, train_one_epoch
 from .evaluate import evaluate_model
 from .monitor import RunMonitor
 from .recipe import ModelEma, build_optimizer, build_scheduler
@@ -206,15 +206,11 @@ class _Run:
         self.loader.dataset.set_epoch(self.epoch)  # SeededDataset: augmentation seeds of this epoch
         bar = tqdm(total=self.steps_per_epoch, initial=totals.steps, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
                    dynamic_ncols=True, leave=True) if self.progress and self.env.is_main else None
-        t = self.cfg.train
         try:
             return train_one_epoch(
-                self.ddp, self.loader, self.optimizer, self.scheduler, device=self.env.device,
-                steps=self.steps_per_epoch, totals=totals, global_step=self.global_step - totals.steps,
-                ema=self.ema, label_smoothing=t.label_smoothing, aux_weight=t.aux_weight,
-                clip_grad_norm=self.cfg.optim.clip_grad_norm, clip_mode=self.cfg.optim.clip_mode,
-                precision=t.precision, channels_last=self.cfg.model.channels_last,
-                upsample_to=self.cfg.crop.upsample_to, log_every=t.log_every,
+                self.ddp, self.loader, self.optimizer, self.scheduler, StepRecipe.from_config(self.cfg),
+                device=self.env.device, steps=self.steps_per_epoch, totals=totals,
+                global_step=self.global_step - totals.steps, ema=self.ema,
                 on_step=self._on_step(bar))
         finally:
             if bar is not None:
