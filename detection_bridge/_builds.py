@@ -3,8 +3,6 @@ and the build folders of killed processes removed."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import shutil
 import socket
 import time
@@ -12,18 +10,9 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import CacheError
+from .fileio import exclusive_lock, pid_alive
 
 STALE_UNOWNED_SECONDS = 24 * 3600  # build folders of an older format (no owner pid): removed when this old
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_stale_builds(cache_root: Path) -> list[Path]:
@@ -35,7 +24,7 @@ def remove_stale_builds(cache_root: Path) -> list[Path]:
         if name.endswith(".build"):
             owner = name[:-len(".build")].rsplit(".", 1)[-1]
             owner_host, _, pid = owner.rpartition("-")
-            stale = owner_host == host and pid.isdigit() and not _pid_alive(int(pid))
+            stale = owner_host == host and pid.isdigit() and not pid_alive(int(pid))
         else:
             try:
                 stale = name.endswith(".tmp") and time.time() - path.stat().st_mtime > STALE_UNOWNED_SECONDS
@@ -60,26 +49,13 @@ def build_lock(root: Path, final: Path) -> Iterator[None]:
     """Hold ``.<cache>.lock`` (flock: released by the kernel if the holder dies) while building ``final``.
 
     Two runs started together on the same data would otherwise both decode everything and race to rename;
-    the second now waits here and then finds the first one's cache. The file is removed on release; a
-    waiter that locked the removed file (its inode is no longer the path's) tries again, so at most one
-    process builds."""
+    the second now waits here (:func:`~detection_bridge.fileio.exclusive_lock`) and then finds the first
+    one's cache."""
     path = root / f".{final.name}.lock"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-    except OSError as e:
-        raise CacheError(f"{path}: cannot lock the crop cache build: {e.strerror or e}") from None
-    try:
+    with contextlib.ExitStack() as held:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive_lock(path))
+        except OSError as e:
+            raise CacheError(f"{path}: cannot lock the crop cache build: {e.strerror or e}") from None
         yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)

@@ -20,6 +20,7 @@ This lives in ``detection_bridge`` because ``lowres`` may import the bridge but 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -31,7 +32,8 @@ from typing import Any, Iterator
 from .errors import MalformedFileError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "finite_json",
-           "json_line", "read_json", "default_mode", "fsync_dir", "pid_alive", "remove_stale_temporaries"]
+           "json_line", "read_json", "default_mode", "fsync_dir", "pid_alive", "remove_stale_temporaries",
+           "exclusive_lock"]
 
 _TEMP_RE = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
 
@@ -173,3 +175,34 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
                 entry.unlink()
                 removed.append(entry)
     return removed
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, *, wait: bool = True) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` body; yields its fd.
+
+    The kernel drops the lock when its holder dies (even by SIGKILL), so a file left by a dead process is
+    simply taken over. The file is removed on release while still locked; a waiter that had opened the old
+    file notices (its inode is no longer the path's) and locks the current one, so at most one process ever
+    holds it. ``wait=False`` raises :class:`BlockingIOError` at once when another process holds it.
+    """
+    path = Path(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)  # we locked a file its holder had just removed: lock the current one instead
+    try:
+        yield fd
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)  # closing releases the flock

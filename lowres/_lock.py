@@ -7,10 +7,11 @@ can name it. The holder removes the file when it is done (see :func:`folder_lock
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from pathlib import Path
 from typing import Iterator
+
+from detection_bridge.fileio import exclusive_lock
 
 __all__ = ["FolderLockedError", "folder_lock", "LOCK_NAME"]
 
@@ -29,41 +30,20 @@ def _holder(path: Path) -> str:
     return f"process {text}" if text.isdigit() else "another process"
 
 
-def _acquire(path: Path, folder: str | os.PathLike, what: str) -> int:
-    """Open and flock ``path``; retried when the file was replaced meanwhile (its holder removed it)."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FolderLockedError(f"{folder} is in use by {_holder(path)} (another {what} writing there); wait "
-                                    "for it to finish or choose another --out") from None
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)  # we locked a lock file its holder had just removed: lock the current one instead
-
-
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
     """Hold ``FOLDER/.lock`` exclusively for the ``with`` body; raise :class:`FolderLockedError` if held.
 
-    The file is removed on exit while still locked; a waiter that opened the old file notices (its inode
-    is no longer the path's) and retries, so at most one process ever holds the folder.
+    The lock itself is :func:`detection_bridge.fileio.exclusive_lock` (removed on exit, safe against a
+    waiter that opened the old file); here it fails at once, naming the holder.
     """
     path = Path(folder) / LOCK_NAME
-    fd = _acquire(path, folder, what)
-    try:
+    with contextlib.ExitStack() as held:
+        try:
+            fd = held.enter_context(exclusive_lock(path, wait=False))
+        except BlockingIOError:
+            raise FolderLockedError(f"{folder} is in use by {_holder(path)} (another {what} writing there); wait "
+                                    "for it to finish or choose another --out") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield path
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        os.close(fd)  # closing releases the flock
