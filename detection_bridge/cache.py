@@ -305,8 +305,8 @@ def build_cache(records: Sequence[CropRecord], size: int, cache_root: str | os.P
         if part[0] == 0:  # one build of a cache at a time: a second process waits, then reuses it
             held.enter_context(build_lock(root, final))
         found, build_name = sync(_prepare(root, final, key) if part[0] == 0 else None)
-        if found:
-            return CropCache(final)
+        if found:  # part 0 has just verified it (_prepare -> _open_valid): no second pass over its shards
+            return CropCache(final, verify=False)
         build, shards = root / build_name, shard_groups(records, shard_images)
         header = {"version": CACHE_VERSION, "key": key, "size": int(size), "stored_size": stored,
                   "margin": float(margin), "draft": bool(draft), "storage": kind, "geometry": geometry.to_dict()}
@@ -324,7 +324,7 @@ def build_cache(records: Sequence[CropRecord], size: int, cache_root: str | os.P
         except BaseException:
             shutil.rmtree(build, ignore_errors=True)
             raise
-    return CropCache(final)
+    return CropCache(final, verify=False)  # its CRCs were computed from these very bytes as they were written
 
 
 def _replace_into(build: Path, final: Path, key: str) -> None:
