@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from .boxes import CropGeometry, stored_size
