@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import BasicConv2d, InceptionA, InceptionAux, InceptionB, InceptionC, InceptionD, InceptionE, make_depth

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from lowres.bench.measure import speeds_differ
 from lowres.bench.reading import _baseline_sentence, _cost_sentence, _small_sentence, leaders

@@ -4,7 +4,6 @@ and the reason, with exit code 1 or 2, and nothing is created."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 import torch

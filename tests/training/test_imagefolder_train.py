@@ -1,7 +1,6 @@
 """ImageNet-layout data through training, checkpoints and evaluation (a generated folder)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 
-import pytest
 import yaml
 from click.testing import CliRunner
 
