@@ -143,20 +143,25 @@ def cache_clean(older_than: float | None, cache_dir: str | None, dry_run: bool) 
                f"{'would be freed' if dry_run else 'freed'} under {root}")
 
 
-def verify_cache(root: str | os.PathLike) -> list[tuple[CacheEntry, str | None]]:
-    """Every crop cache under ``root`` with None (intact) or the reason it is not: each shard's size and
-    CRC-32, whatever the cache's size (opening checks CRCs only up to 2 GiB)."""
-    from detection_bridge.cache import CropCache
+def verify_cache(root: str | os.PathLike) -> list[tuple[CacheEntry, str, str | None]]:
+    """Every crop cache under ``root`` with its state: ``ok``, ``old`` (an older cache format: never opened
+    now, so not damaged, just unused) or ``damaged`` with the reason (each shard's size and CRC-32, whatever
+    the cache's size: opening checks CRCs only up to 2 GiB)."""
+    from detection_bridge.cache import CACHE_VERSION, INDEX_NAME, CropCache
     from detection_bridge.errors import BridgeError
+    from detection_bridge.fileio import read_json
 
-    out: list[tuple[CacheEntry, str | None]] = []
-    for e in cache_entries(root):
-        if e.kind == "crops":
-            try:
-                CropCache(e.path, verify=True)
-                out.append((e, None))
-            except BridgeError as exc:
-                out.append((e, str(exc)))
+    out: list[tuple[CacheEntry, str, str | None]] = []
+    for e in (e for e in cache_entries(root) if e.kind == "crops"):
+        try:
+            version = read_json(e.path / INDEX_NAME, "crop cache index").get("version")
+            if version != CACHE_VERSION:
+                out.append((e, "old", f"cache format {version} (this version writes {CACHE_VERSION})"))
+                continue
+            CropCache(e.path, verify=True)
+            out.append((e, "ok", None))
+        except (BridgeError, AttributeError) as exc:  # AttributeError: an index that is not a JSON object
+            out.append((e, "damaged", str(exc)))
     return out
 
 
@@ -164,11 +169,15 @@ def verify_cache(root: str | os.PathLike) -> list[tuple[CacheEntry, str | None]]
 @click.option("--cache-dir", default=None, help="Cache root (default: ~/.cache/lowres, as data.cache_dir).")
 def cache_verify(cache_dir: str | None) -> None:
     """Check every crop cache's shards (sizes and CRC-32); exit 1 if one is damaged (remove it with
-    `lowres cache clean`, or just train: a damaged cache is never used, and is rebuilt)."""
+    `lowres cache clean`, or just train: a damaged cache is never used, and is rebuilt). Caches of an older
+    format are listed as such: unused, never damaged."""
     results = verify_cache(_cache_root(cache_dir))
-    for e, problem in results:
-        click.echo(f"{'ok' if problem is None else 'DAMAGED'}  {e.path}" + (f": {problem}" if problem else ""))
-    bad = sum(problem is not None for _, problem in results)
-    click.echo(f"{len(results)} crop cache(s) checked, {bad} damaged")
+    label = {"ok": "ok", "old": "old", "damaged": "DAMAGED"}
+    for e, state, detail in results:
+        click.echo(f"{label[state]}  {e.path}" + (f": {detail}" if detail else "")
+                   + ("; unused now, `lowres cache clean --older-than DAYS` removes it" if state == "old" else ""))
+    bad = sum(state == "damaged" for _, state, _ in results)
+    old = sum(state == "old" for _, state, _ in results)
+    click.echo(f"{len(results)} crop cache(s) checked, {bad} damaged, {old} of an older format")
     if bad:
         raise SystemExit(1)

@@ -74,3 +74,13 @@ def test_verify_names_a_damaged_crop_cache(tmp_path):
     result = CliRunner().invoke(main, ["cache", "verify", "--cache-dir", str(tmp_path)])
     assert result.exit_code == 1 and "1 damaged" in result.output
     assert f"DAMAGED  {bad.path}" in result.output and f"ok  {good.path}" in result.output
+
+
+def test_verify_lists_a_cache_of_an_older_format_as_old_not_damaged(tmp_path):
+    old = tmp_path / "crops" / "crops_79px_0123456789abcdef"
+    old.mkdir(parents=True)
+    (old / "index.json").write_text('{"version": 2}')
+    result = CliRunner().invoke(main, ["cache", "verify", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"old  {old}: cache format 2" in result.output and "1 crop cache(s) checked, 0 damaged, 1 of an older" \
+        in result.output
