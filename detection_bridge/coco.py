@@ -59,7 +59,8 @@ class SplitOptions:
     box is filtered. ``iou_positive`` / ``iou_background`` / ``score_threshold`` / ``top_k``: how detections are
     labelled and selected (:class:`~detection_bridge.matching.MatchParams`; R-CNN's 0.5 / 0.3 by default).
     ``jitter``: add this many jittered copies (IoU >= ``jitter_iou``) of every ground-truth record, seeded by
-    ``seed``. ``on_error``: raise on a bad entry, or count and skip it. ``check_images``: read every image
+    ``seed``. ``background_copies``: add this many copies of every background detection record (the detector's
+    false positives: DCR's hard negatives, so they weigh more in training). ``on_error``: raise on a bad entry, or count and skip it. ``check_images``: read every image
     header now, so a missing file fails here rather than halfway through a cache build.
     """
 
@@ -73,12 +74,15 @@ class SplitOptions:
     jitter: int = 0
     jitter_iou: float = 0.7
     seed: int = 0
+    background_copies: int = 0
     on_error: OnError = "raise"
     check_images: bool = True
 
     def __post_init__(self) -> None:
         if self.boxes not in ("gt", "detections", "both"):
             raise ValueError(f"boxes must be 'gt', 'detections' or 'both', got {self.boxes!r}")
+        if self.background_copies < 0:
+            raise ValueError(f"background_copies must be >= 0, got {self.background_copies}")
         if self.jitter < 0 or not 0.0 < self.jitter_iou <= 1.0:
             raise ValueError(f"need jitter >= 0 and 0 < jitter_iou <= 1, got {self.jitter} and {self.jitter_iou}")
         self.match_params()  # the IoU thresholds and top-k are checked where they are defined
@@ -361,7 +365,9 @@ def load_split(data_dir: str | os.PathLike | None = None, split: str = "train",
     records = list(gt) if o.boxes != "detections" else []
     if o.boxes != "gt":
         by_image = load_detections(paths.detections, imgs, bad, set(cmap.category_ids), policy, filtered)
-        records += detection_records(coco, imgs, by_image, cmap, o.match_params(), o.min_size, filtered)
+        detected = detection_records(coco, imgs, by_image, cmap, o.match_params(), o.min_size, filtered)
+        background = [r for r in detected if r.category_id == BACKGROUND_CATEGORY_ID]
+        records += detected + background * o.background_copies
     if o.jitter:
         records += jitter_records(gt, o.jitter, imgs, min_iou=o.jitter_iou, seed=o.seed)
     if not records:
@@ -369,7 +375,8 @@ def load_split(data_dir: str | os.PathLike | None = None, split: str = "train",
                                        None, "empty_result", f"no crop records left for split {split!r} "
                                        f"(boxes={o.boxes!r}, min_size={o.min_size}); filtered: {dict(filtered)}"))
     params = {k: getattr(o, k) for k in ("min_size", "iou_positive", "iou_background", "background",
-                                         "score_threshold", "top_k", "jitter", "jitter_iou", "seed")}
+                                         "score_threshold", "top_k", "jitter", "jitter_iou", "seed",
+                                         "background_copies")}
     files = {k: None if v is None else str(v) for k, v in vars(paths).items()}
     info = {"split": split, "boxes": o.boxes, "files": files, "params": params}
     return CropSet(records, cmap, policy.log, filtered, info)

@@ -37,7 +37,8 @@ class ModelConfig:
     min_depth: int = 16  # floor on every conv's channel count (TF-slim's default)
     aux_logits: bool = True  # auxiliary head on Mixed_6e, BN-auxiliary (paper sections 4 and 10)
     dropout: float = 0.5  # dropout before the classifier (torchvision's value)
-    weights: Optional[str] = None  # start from: torchvision/timm Inception-v3 weights or a lowres checkpoint (EMA)
+    weights: Optional[str] = None  # start from: torchvision/timm Inception-v3 weights, a lowres checkpoint (EMA), or
+    #                                TF's 2015 ImageNet graph (`tf-inception-v3` after `lowres weights fetch`, or its file)
     channels_last: bool = False  # NHWC memory format (faster convs on recent GPUs / oneDNN)
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (small per-process batches)
 
@@ -48,7 +49,9 @@ class DataConfig:
     train_split: str = "train"  # annotations/instances_{split}.json used for training
     val_split: str = "val"  # split used for validation during training
     boxes: Literal["gt", "detections", "both"] = "gt"  # ground-truth boxes, a detector's (IoU-labelled), or both
-    detections_file: Optional[str] = None  # COCO results JSON; None = DIR/detections/*_{split}.json
+    detections_file: Optional[str] = None  # COCO results JSON; "{split}" in it is replaced by the split's name, a
+    #                                       relative path not found here is looked up in the data folder; None = the
+    #                                       one DIR/detections/*_{split}.json (coco-mini has three: name one)
     background: bool = False  # extra background class for detector boxes with IoU < 0.3 (R-CNN)
     min_size: float = 1.0  # boxes with a side shorter than this (pixels) are skipped
     iou_positive: float = 0.5  # a detector box with IoU >= this with an object takes its class (R-CNN's 0.5)
@@ -57,6 +60,8 @@ class DataConfig:
     top_k: Optional[int] = None  # keep at most this many detector boxes per image, highest score first; None = all
     jitter: int = 0  # training only: add this many jittered copies of every ground-truth box (R-CNN-style)
     jitter_iou: float = 0.7  # each copy overlaps its box with at least this IoU
+    background_copies: int = 0  # training only: this many extra copies of every background detector box (the
+    #                             detector's false positives, DCR's hard negatives), each augmented on its own
     cache: bool = True  # cut crops once into the on-disk crop cache instead of decoding JPEGs each epoch
     cache_dir: Optional[str] = None  # crop cache and synthetic set location; None = ~/.cache/lowres
     crop_storage: Literal["auto", "raw", "jpeg"] = "auto"  # cache crops as uint8 arrays or JPEG shards (auto: raw up to 2 GiB)
@@ -107,6 +112,8 @@ class OptimConfig:
     nesterov: bool = True  # SGD only
     clip_grad_norm: Optional[float] = 2.0  # gradient clipping threshold (paper section 8); None = off
     clip_mode: Literal["global", "per_tensor"] = "global"  # per_tensor = TF-slim's clip_gradient_norm
+    trunk_lr_factor: float = 1.0  # lr of the trunk (stem + Mixed blocks) relative to optim.lr; the new classifier
+    #                               and aux head keep optim.lr. Below 1 when fine-tuning from model.weights
 
 
 @dataclass
@@ -137,6 +144,9 @@ class TrainConfig:
     tensorboard: bool = True  # also write TensorBoard events to RUN_DIR/tb when tensorboard is installed
     max_steps_per_epoch: Optional[int] = None  # cut epochs short (smoke runs)
     threads: Optional[int] = None  # torch.set_num_threads for CPU runs (None = torch's default)
+    bn_stats: Literal["running", "frozen"] = "running"  # frozen: the trunk's batch norms keep the statistics they
+    #                                                     start with (model.weights'; detectron2's FrozenBN for
+    #                                                     fine-tuning with small batches); their scale and shift train
     compile: bool = False  # torch.compile the model's forward (timm's --torchcompile): faster steps after a
     #                        first step that compiles (~40 s at width 1.0 on 2 CPU cores); same weights and files
 

@@ -19,10 +19,12 @@ __all__ = ["ConfigError", "check_value", "check_ranges", "missing_keys", "ADDED_
 # defaults reproduce what such a run did, so resuming it must not call the file truncated: the bridge's matching
 # and jitter options (reachable from Python only before), how crops are stored and built (auto = raw for small
 # data, as before; one thread), how a run is watched and kept (log lines, TensorBoard, epoch checkpoints: no
-# effect on the weights) and compilation (off).
+# effect on the weights) and compilation (off); and fine-tuning's options (no background copies, one lr, running
+# batch-norm statistics: what every earlier run did).
 ADDED_KEYS = frozenset({"data.iou_positive", "data.iou_background", "data.score_threshold", "data.top_k",
                         "data.jitter", "data.jitter_iou", "data.crop_storage", "data.build_workers",
-                        "train.keep_checkpoints", "train.log_every", "train.tensorboard", "train.compile"})
+                        "train.keep_checkpoints", "train.log_every", "train.tensorboard", "train.compile",
+                        "data.background_copies", "optim.trunk_lr_factor", "train.bn_stats"})
 
 
 class ConfigError(ValueError):
@@ -108,7 +110,8 @@ def check_ranges(cfg: Config, source: str) -> None:
                 "augment.aspect_min": a.aspect_min, "schedule.decay_rate": s.decay_rate, "optim.eps": o.eps,
                 "optim.clip_grad_norm": o.clip_grad_norm, "train.threads": t.threads,
                 "train.max_steps_per_epoch": t.max_steps_per_epoch, "data.max_train": cfg.data.max_train,
-                "data.max_val": cfg.data.max_val, "data.top_k": cfg.data.top_k, "data.jitter_iou": cfg.data.jitter_iou}
+                "data.max_val": cfg.data.max_val, "data.top_k": cfg.data.top_k, "data.jitter_iou": cfg.data.jitter_iou,
+                "optim.trunk_lr_factor": o.trunk_lr_factor}
     for key, value in positive.items():
         if value is not None and value <= 0:
             raise ConfigError(f"{source}: '{key}' must be > 0, got {value!r}")
@@ -122,7 +125,8 @@ def check_ranges(cfg: Config, source: str) -> None:
     non_negative = {"train.checkpoint_every": t.checkpoint_every, "data.num_workers": cfg.data.num_workers,
                     "optim.weight_decay": o.weight_decay, "train.aux_weight": t.aux_weight,
                     "schedule.warmup_epochs": s.warmup_epochs, "crop.margin": cfg.crop.margin,
-                    "augment.color": a.color, "data.min_size": cfg.data.min_size, "data.jitter": cfg.data.jitter}
+                    "augment.color": a.color, "data.min_size": cfg.data.min_size, "data.jitter": cfg.data.jitter,
+                    "data.background_copies": cfg.data.background_copies}
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{source}: '{key}' must be >= 0, got {value!r}")

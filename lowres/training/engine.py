@@ -18,7 +18,7 @@ from torch import nn
 from ..config import Config
 from ..device_transforms import model_inputs
 from ..runtime import autocast
-from .recipe import EpochLR, ModelEma, clip_gradients, inception_loss
+from .recipe import EpochLR, ModelEma, clip_gradients, freeze_bn_stats, inception_loss
 
 __all__ = ["EpochTotals", "StepInfo", "StepRecipe", "TrainingDiverged", "train_one_epoch", "predict"]
 
@@ -121,13 +121,14 @@ class StepRecipe:
     channels_last: bool = False
     upsample_to: int | None = None
     log_every: int = 1
+    bn_stats: str = "running"
 
     @classmethod
     def from_config(cls, cfg: Config) -> "StepRecipe":
         t = cfg.train
         return cls(label_smoothing=t.label_smoothing, aux_weight=t.aux_weight, clip_grad_norm=cfg.optim.clip_grad_norm,
                    clip_mode=cfg.optim.clip_mode, precision=t.precision, channels_last=cfg.model.channels_last,
-                   upsample_to=cfg.crop.upsample_to, log_every=t.log_every)
+                   upsample_to=cfg.crop.upsample_to, log_every=t.log_every, bn_stats=t.bn_stats)
 
 
 def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, scheduler: EpochLR,
@@ -142,6 +143,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
     non-finite one stops training); ``on_step`` runs every step. Returns the totals (synced)."""
     totals = totals or EpochTotals()
     model.train()
+    if recipe.bn_stats == "frozen":
+        freeze_bn_stats(model)
     start, seconds_before, first = time.perf_counter(), totals.seconds, totals.steps + 1
     for batch in batches:
         if totals.steps >= steps:

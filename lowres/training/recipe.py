@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RMSpropTF", "EpochLR", "ModelEma", "param_groups", "build_optimizer", "build_scheduler",
+__all__ = ["RMSpropTF", "EpochLR", "ModelEma", "param_groups", "freeze_bn_stats", "build_optimizer", "build_scheduler",
            "inception_loss", "clip_gradients"]
 
 
@@ -238,18 +238,42 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv/fc weights only, as TF-slim's ``weights_regularizer``; none on BN or biases."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+HEAD_PREFIXES = ("fc.", "AuxLogits.")  # what a classifier of its own (never ImageNet's) has: optim.lr always
+
+
+def param_groups(model: nn.Module, weight_decay: float, *, lr: float | None = None,
+                 trunk_lr_factor: float = 1.0) -> list[dict[str, Any]]:
+    """Weight decay on conv/fc weights only, as TF-slim's ``weights_regularizer``; none on BN or biases.
+
+    With ``trunk_lr_factor`` != 1 the trunk's tensors get ``lr * trunk_lr_factor`` in groups of their own (after
+    the head's, so ``param_groups[0]`` keeps the full lr): fine-tuning moves pretrained layers less than a new
+    classifier (detectron2's backbone multiplier, the discriminative rates of fine-tuning recipes)."""
+    split = trunk_lr_factor != 1.0
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(h, d): [] for h in (True, False) for d in (True, False)}
+    for name, p in _unwrap(model).named_parameters():
         if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups[(name.startswith(HEAD_PREFIXES) or not split, p.ndim > 1)].append(p)
+    out = [{"params": groups[(True, True)], "weight_decay": weight_decay},
+           {"params": groups[(True, False)], "weight_decay": 0.0}]
+    if split:
+        if lr is None:
+            raise ValueError("param_groups: trunk_lr_factor needs the base lr")
+        out += [{"params": groups[(False, True)], "weight_decay": weight_decay, "lr": lr * trunk_lr_factor},
+                {"params": groups[(False, False)], "weight_decay": 0.0, "lr": lr * trunk_lr_factor}]
+    return out
+
+
+def freeze_bn_stats(model: nn.Module) -> None:
+    """The trunk's batch norms to eval mode (``train.bn_stats: frozen``): they normalise with the statistics they
+    started with and stop updating them, while their scale and shift still train (detectron2 freezes both)."""
+    for name, module in _unwrap(model).named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not name.startswith(HEAD_PREFIXES):
+            module.eval()
 
 
 def build_optimizer(model: nn.Module, optim_cfg: Any) -> torch.optim.Optimizer:
     """The optimiser named by ``optim_cfg.name`` with the config's hyper-parameters."""
-    groups = param_groups(model, optim_cfg.weight_decay)
+    groups = param_groups(model, optim_cfg.weight_decay, lr=optim_cfg.lr, trunk_lr_factor=optim_cfg.trunk_lr_factor)
     eps = optim_cfg.eps
     if optim_cfg.name == "rmsprop_tf":
         return RMSpropTF(groups, lr=optim_cfg.lr, decay=optim_cfg.rms_decay, eps=1.0 if eps is None else eps,

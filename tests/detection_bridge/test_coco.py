@@ -1,6 +1,7 @@
 """Ground truth and detections from COCO files; every kind of bad input raises or is counted."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def test_coco_mini_val_record_count(coco_mini: Path, min_size):
 
 def test_coco_mini_detections_are_all_accounted_for(coco_mini: Path):
     n_dets = len(json.loads((coco_mini / "detections" / "yolofastest_val.json").read_text()))
-    crop_set = load_split(coco_mini, "val", SplitOptions(boxes="detections", top_k=5, score_threshold=0.01))
+    crop_set = load_split(coco_mini, "val", SplitOptions(boxes="detections", top_k=5, score_threshold=0.01),
+                          detections_file=coco_mini / "detections" / "yolofastest_val.json")
     f = crop_set.filtered
     assert len(crop_set.records) + sum(v for k, v in f.items() if k.startswith("detection_")) == n_dets
     assert f["detection_dropped_background"] > 0 and f["detection_beyond_top_k"] > 0
@@ -180,3 +182,17 @@ def test_errors_are_bridge_errors_not_library_errors(tiny_coco):
     with pytest.raises(BridgeInputError):
         load_split(tiny_coco.root, "val")
     assert load_split(tiny_coco.root, "val", SplitOptions(on_error="skip")).skipped.counts == {"bad_image_entry": 1}
+
+
+def test_background_copies_repeat_the_detectors_false_positives(coco_mini: Path):
+    options = SplitOptions(boxes="both", background=True)
+    det = coco_mini / "detections" / "yolofastest_train.json"
+    base = load_split(coco_mini, "train", options, detections_file=det)
+    more = load_split(coco_mini, "train", dataclasses.replace(options, background_copies=2), detections_file=det)
+    background = [r for r in base.records if r.category_id == 0]
+    assert background and len(more.records) == len(base.records) + 2 * len(background)
+    assert more.records[: len(base.records)] == base.records  # the copies come after, the rest is unchanged
+    assert more.info["params"]["background_copies"] == 2
+    with pytest.raises(ValueError, match="background_copies"):
+        SplitOptions(background_copies=-1)
+

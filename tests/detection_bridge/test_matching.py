@@ -61,7 +61,8 @@ def test_score_threshold_and_top_k():
 
 def test_detection_labels_on_coco_mini_match_a_pycocotools_computation(coco_mini: Path):
     """Every detection's fate recomputed independently with ``pycocotools.mask.iou``."""
-    crop_set = load_split(coco_mini, "val", SplitOptions(boxes="detections", background=True, check_images=False))
+    crop_set = load_split(coco_mini, "val", SplitOptions(boxes="detections", background=True, check_images=False),
+                          detections_file=coco_mini / "detections" / "yolofastest_val.json")
     gt = read_json(coco_mini / "annotations" / "instances_val.json")
     dets = read_json(coco_mini / "detections" / "yolofastest_val.json")
     anns_by_image: dict[int, list] = {}

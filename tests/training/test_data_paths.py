@@ -66,3 +66,14 @@ def test_seeded_samples_leave_the_trainers_global_rngs_alone():
     assert data[2] == first and data[1] != first  # the sample's own seed decides, not the global state
     data.set_epoch(1)
     assert data[2] != first
+
+
+def test_a_detections_file_per_split_by_pattern(tmp_path: Path):
+    from lowres.training.data import split_file
+
+    (tmp_path / "detections").mkdir()
+    (tmp_path / "detections" / "yoloxnano_val.json").write_text("[]")
+    assert split_file("detections/yoloxnano_{split}.json", "val", tmp_path) == \
+        tmp_path / "detections" / "yoloxnano_val.json"  # relative: found in the data folder
+    assert split_file(None, "val", tmp_path) is None
+    assert split_file("/x/{split}.json", "train", tmp_path) == Path("/x/train.json")

@@ -198,3 +198,48 @@ def test_default_path_is_the_loop_on_cpu_and_multi_tensor_on_cuda(monkeypatch):
     RMSpropTF([p], foreach=True).step()
     assert calls == ["loop", "foreach"]
     assert recipe._use_foreach(None, torch.empty(0, device="meta")) is False  # only CUDA tensors choose foreach
+
+
+def test_trunk_lr_factor_gives_the_trunk_its_own_rate_and_the_schedule_scales_both():
+    from lowres.models import build_model
+
+    model = build_model(79, 5, width=0.125, min_depth=8)
+    cfg = OptimConfig(name="adamw", lr=1e-3, trunk_lr_factor=0.1)
+    opt = build_optimizer(model, cfg)
+    head = {id(p) for n, p in model.named_parameters() if n.startswith(("fc.", "AuxLogits."))}
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    assert {id(p) for g in opt.param_groups[:2] for p in g["params"]} == head
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    sched = build_scheduler(opt, ScheduleConfig(name="cosine"), steps_per_epoch=10, epochs=1)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[2]["lr"] == pytest.approx(0.1 * opt.param_groups[0]["lr"])
+    assert len(build_optimizer(model, OptimConfig(name="adamw")).param_groups) == 2  # factor 1: the groups of before
+
+
+def test_frozen_bn_stats_keep_the_statistics_but_train_scale_and_shift():
+    from lowres.config import Config
+    from lowres.models import build_model
+    from lowres.training.engine import StepRecipe, train_one_epoch
+
+    torch.manual_seed(0)
+    model = build_model(79, 4, width=0.125, min_depth=8, aux_logits=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = Config.from_dict({"train": {"bn_stats": "frozen"}})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = EpochLR(opt, name="constant", steps_per_epoch=2, epochs=1)
+    batches = [(torch.randint(0, 256, (4, 3, 79, 79), dtype=torch.uint8), torch.tensor([0, 1, 2, 3]),
+                torch.arange(4))] * 2
+    train_one_epoch(model, batches, opt, sched, StepRecipe.from_config(cfg), device=torch.device("cpu"), steps=2)
+    after = model.state_dict()
+    assert torch.equal(after["Mixed_6b.branch1x1.bn.running_mean"], before["Mixed_6b.branch1x1.bn.running_mean"])
+    assert torch.equal(after["Conv2d_1a_3x3.bn.running_var"], before["Conv2d_1a_3x3.bn.running_var"])
+    assert not torch.equal(after["Mixed_6b.branch1x1.bn.weight"], before["Mixed_6b.branch1x1.bn.weight"])
+    running = build_model(79, 4, width=0.125, min_depth=8, aux_logits=False)
+    running.load_state_dict(before)
+    opt = torch.optim.SGD(running.parameters(), lr=0.1)
+    sched = EpochLR(opt, name="constant", steps_per_epoch=2, epochs=1)
+    train_one_epoch(running, batches, opt, sched, StepRecipe.from_config(Config()), device=torch.device("cpu"),
+                    steps=2)
+    assert not torch.equal(running.state_dict()["Conv2d_1a_3x3.bn.running_var"], before["Conv2d_1a_3x3.bn.running_var"])
