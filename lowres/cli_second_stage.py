@@ -50,6 +50,9 @@ def _checkpoint_data(checkpoint: str) -> str:
               help="auto: the calibration split's detections file, instead of NAME_SPLIT.json.")
 @click.option("--fusion-params", type=click.Path(dir_okay=False), default=None,
               help="auto: where the fitted parameters go (default: beside the checkpoint, STEM.fusion.NAME.json).")
+@click.option("--crossfit", type=click.IntRange(min=0), default=0, show_default=True, metavar="K",
+              help="Also write auto_crossfit: auto fitted on the evaluated split itself, K folds over its images, "
+                   "each fold's boxes fused by the rule fitted on the others (needs its ground truth; 0 = off).")
 @click.option("--background-threshold", type=float, default=0.5, show_default=True,
               help="Drop detections whose background probability exceeds this (models with a background class; "
                    ">= 1 disables).")
@@ -68,7 +71,7 @@ def _checkpoint_data(checkpoint: str) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def rescore(checkpoint: str, detections: str, data: str | None, split: str, images: str | None,
             annotations: str | None, out_file: str, fusion: tuple[str, ...], max_area: str | None,
-            calibrate_split: str, calibrate_detections: str | None, fusion_params: str | None,
+            calibrate_split: str, calibrate_detections: str | None, fusion_params: str | None, crossfit: int,
             background_threshold: float, skip_unknown: bool, batch_images: int, chunk_size: int, precision: str,
             device: str, no_ema: bool, metrics_out: str | None, label_map: str | None, compile_: bool,
             no_progress: bool) -> None:
@@ -96,6 +99,8 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
             data = _checkpoint_data(checkpoint)
         if "auto" in fusion and data is None:
             raise click.UsageError("--fusion auto needs --data: the calibration split's ground truth is found there")
+        if crossfit == 1:
+            raise click.UsageError("--crossfit K needs K >= 2 folds (0 = off)")
         if "auto" in fusion and mapping is not None:
             raise click.UsageError("--fusion auto calibrates on COCO category ids: it does not take --label-map yet")
 
@@ -112,7 +117,7 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
             summary = rescore_file(stage, detections, out_file, fusions=fusions, data=data, split=split,
                                    images=images, annotations=annotations, background_threshold=threshold,
                                    batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
-                                   progress=bar.update, label_map=mapping)
+                                   progress=bar.update, label_map=mapping, crossfit=crossfit, report=click.echo)
     except (CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{summary['detections']} detections on {summary['images']} images; kept {summary['kept']}; "

@@ -22,7 +22,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -112,6 +112,14 @@ class ClassifiedResults:
         return cls(detections, probs, det_labels, det_scores, areas, space, Counter() if skipped is None else skipped,
                    len({d.image_id for d in detections}) if num_images is None else num_images)
 
+    def subset(self, image_ids: set[int]) -> "ClassifiedResults":
+        """The detections of ``image_ids`` alone, in the same order (a fold of a cross-fitted calibration)."""
+        keep = [i for i, d in enumerate(self.detections) if d.image_id in image_ids]
+        index = torch.tensor(keep, dtype=torch.int64)
+        return ClassifiedResults([self.detections[i] for i in keep], self.probs[index], self.det_labels[index],
+                                 self.det_scores[index], self.areas[index], self.space, Counter(),
+                                 len({self.detections[i].image_id for i in keep}))
+
     def fused(self, fusion: Fusion) -> tuple[list[dict[str, Any]], int]:
         """COCO results of ``fusion`` (input ``image_id`` and ``bbox`` kept, input order) and the number
         suppressed."""
@@ -188,12 +196,14 @@ def classify_results(stage: SecondStage, detections: list[Detection], index: Ima
 def rescore_results(stage: SecondStage, results: list[Detection], index: ImageIndex,
                     fusions: Iterable[str] | Mapping[str, Fusion] = ("product",), *,
                     background_threshold: float | None = 0.5, batch_images: int = 8, on_unknown: str = "raise",
-                    progress: Callable[[int], None] | None = None, where: str = "detections file"
+                    progress: Callable[[int], None] | None = None, where: str = "detections file",
+                    whole_set: Mapping[str, Callable[[ClassifiedResults], list[dict[str, Any]]]] | None = None
                     ) -> RescoredResults:
     """Rescore validated ``results`` (:func:`load_results`) with each of ``fusions`` (rule names, or name ->
     :class:`Fusion`).
 
-    Classification runs once; each rule is a cheap fusion over the same probabilities.
+    Classification runs once; each rule is a cheap fusion over the same probabilities. ``whole_set``: rules
+    that need every classified box at once (the cross-fitted ``auto``), name -> results from the classified set.
     """
     fusions = _as_fusions(fusions, background_threshold)
     classified = classify_results(stage, results, index, batch_images=batch_images, on_unknown=on_unknown,
@@ -203,6 +213,8 @@ def rescore_results(stage: SecondStage, results: list[Detection], index: ImageIn
         by_fusion[name], suppressed = classified.fused(fusion)
         if suppressed:
             skipped[f"background_{name}"] += suppressed  # suppressed, per rule
+    for name, rule in (whole_set or {}).items():
+        by_fusion[name] = rule(classified)
     return RescoredResults(by_fusion, skipped, classified.num_images)
 
 
@@ -213,37 +225,43 @@ def _as_fusions(fusions: Iterable[str] | Mapping[str, Fusion], background_thresh
     return {rule: as_fusion(rule, background_threshold) for rule in fusions}
 
 
-def coco_bbox_metrics(coco_gt: Any, results: list[dict[str, Any]]) -> dict[str, float]:
+def coco_bbox_metrics(coco_gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int] | None = None
+                      ) -> dict[str, float]:
     """COCO bbox AP, AP50, AP75, APs, APm, APl (pycocotools COCOeval over every ground-truth image).
 
     An empty results list scores 0 everywhere (pycocotools cannot load one). pycocotools' prints are silenced.
     """
     if not results:
         return {name: 0.0 for name in METRIC_NAMES}
-    evaluator = _cocoeval(coco_gt, results)
+    evaluator = _cocoeval(coco_gt, results, image_ids=image_ids)
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.summarize()
     return {name: float(v) for name, v in zip(METRIC_NAMES, evaluator.stats[:6])}
 
 
-def coco_ap(coco_gt: Any, results: list[dict[str, Any]], area_range: tuple[float, float] | None = None) -> float:
+def coco_ap(coco_gt: Any, results: list[dict[str, Any]], area_range: tuple[float, float] | None = None,
+            image_ids: Sequence[int] | None = None) -> float:
     """COCO bbox AP alone at 100 detections per image, over all sizes (``stats[0]``) or over the objects in
     ``area_range`` (``(0, 32**2)`` gives ``stats[3]``, APs); about twice as fast as :func:`coco_bbox_metrics`:
-    COCOeval runs one area range and one detection limit instead of four and three (tested equal)."""
+    COCOeval runs one area range and one detection limit instead of four and three (tested equal).
+    ``image_ids``: over those images alone (a fold), else every ground-truth image."""
     if not results:
         return 0.0
-    evaluator = _cocoeval(coco_gt, results, area_range=area_range or _ALL_AREAS)
+    evaluator = _cocoeval(coco_gt, results, area_range=area_range or _ALL_AREAS, image_ids=image_ids)
     precision = evaluator.eval["precision"]  # (IoU thresholds, recall points, classes, 1 area, 1 maxDets)
     valid = precision[precision > -1]
     return float(valid.mean()) if valid.size else -1.0  # summarize's convention: -1 when nothing is defined
 
 
-def _cocoeval(coco_gt: Any, results: list[dict[str, Any]], *, area_range: tuple[float, float] | None = None) -> Any:
+def _cocoeval(coco_gt: Any, results: list[dict[str, Any]], *, area_range: tuple[float, float] | None = None,
+              image_ids: Sequence[int] | None = None) -> Any:
     """An accumulated pycocotools COCOeval (bbox) of ``results``; with ``area_range``, that range alone at 100
     detections per image."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(copy.deepcopy(results))  # loadRes adds keys to the dicts it is given
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(image_ids)
         if area_range is not None:
             evaluator.params.areaRng, evaluator.params.areaRngLbl = [list(area_range)], ["range"]
             evaluator.params.maxDets = [100]
@@ -285,15 +303,25 @@ def rescore_file(stage: SecondStage, detections: str | os.PathLike, out: str | o
                  images: str | None = None, annotations: str | None = None,
                  background_threshold: float | None = 0.5, batch_images: int = 8, on_unknown: str = "raise",
                  progress: Callable[[int], None] | None = None,
-                 label_map: dict[int, int | None] | None = None) -> dict[str, Any]:
+                 label_map: dict[int, int | None] | None = None, crossfit: int = 0,
+                 report: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Everything ``lowres rescore`` does, as a function: returns a summary with the written paths, the
     skipped counts and, when ground truth is known, COCO metrics ``before`` and per rule. ``label_map``
-    (:func:`load_label_map`): the detections' ``category_id`` are detector labels, mapped to COCO ids."""
+    (:func:`load_label_map`): the detections' ``category_id`` are detector labels, mapped to COCO ids.
+    ``crossfit`` = K > 1 adds ``auto_crossfit``: ``auto`` fitted on this split itself, K folds over images, each
+    fold's boxes fused by the rule fitted on the others (:func:`lowres.rcnn.calibrate.crossfit_fusion`)."""
     coco, index = _ground_truth(data, split, images, annotations)
     results, unmapped = _to_coco_ids(load_results(detections), label_map, detections)
+    whole_set = {}
+    if crossfit:
+        if coco is None or not coco.dataset.get("annotations"):
+            raise ValueError(f"--crossfit fits on the evaluated split's ground truth: split {split!r} has none")
+        from .calibrate import crossfit_fusion  # calibrate imports this module
+
+        whole_set["auto_crossfit"] = lambda c: crossfit_fusion(c, coco, folds=crossfit, progress=report)[0]
     rescored = rescore_results(stage, results, index, fusions, background_threshold=background_threshold,
                                batch_images=batch_images, on_unknown=on_unknown, progress=progress,
-                               where=str(detections))
+                               where=str(detections), whole_set=whole_set)
     written = {}
     for rule, path in fusion_output_paths(out, list(rescored.by_fusion)).items():
         written[rule] = str(atomic_write_json(path, rescored.by_fusion[rule]))

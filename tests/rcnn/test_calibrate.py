@@ -80,9 +80,9 @@ def _probs(truth: list, cmap: CategoryMap, good_sizes: set[str], seed: int) -> t
     return torch.stack(rows).double()
 
 
-def _case(good_sizes: set[str], seed: int = 0) -> tuple[ClassifiedResults, object]:
+def _case(good_sizes: set[str], seed: int = 0, num_images: int = 24) -> tuple[ClassifiedResults, object]:
     cmap = CategoryMap.from_coco(CATEGORIES, background=True)
-    gt, dets, truth = _split(seed)
+    gt, dets, truth = _split(seed, num_images)
     detections = [check_detection(i, d, "synthetic") for i, d in enumerate(dets)]
     return ClassifiedResults.build(detections, _probs(truth, cmap, good_sizes, seed + 100), cmap), _coco(gt)
 
@@ -172,3 +172,40 @@ def test_size_gate_of_a_named_rule_leaves_large_boxes_to_the_detector() -> None:
         fuse_with(Fusion.rule("max", max_area=100), probs, scores, labels, background_label=3)
     with pytest.raises(ValueError, match="max area"):
         Fusion.rule("max", max_area="tiny")
+
+
+def test_crossfit_perfect_classifier_gains_and_noise_keeps_the_detector() -> None:
+    from lowres.rcnn.calibrate import crossfit_fusion
+
+    classified, coco = _case({"small", "medium", "large"})
+    results, report = crossfit_fusion(classified, coco, folds=4, grid=GRID)
+    assert sorted((r["image_id"], r["bbox"][0], r["bbox"][1]) for r in results) == \
+        sorted((d["image_id"], d["bbox"][0], d["bbox"][1]) for d in _detector(classified))  # every box once
+    assert [f["images"] for f in report["per_fold"]] == [6, 6, 6, 6]
+    assert coco_ap(coco, results) > coco_ap(coco, _detector(classified)) + 0.1
+    noise, noise_coco = _case(set(), seed=1, num_images=64)
+    results, report = crossfit_fusion(noise, noise_coco, folds=4, grid=GRID)
+    assert all(rule == "detector alone (T=0)" for f in report["per_fold"] for rule in f["rules"].values())
+    assert abs(coco_ap(noise_coco, results) - coco_ap(noise_coco, _detector(noise))) <= 1e-6
+
+
+def test_crossfit_fits_each_fold_without_its_own_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fit sees the other folds' images and boxes only; the held folds cover the split once."""
+    import lowres.rcnn.calibrate as calibrate
+
+    fits = []
+
+    def recording_fit(classified: ClassifiedResults, coco_gt: object, **kwargs: object) -> Fusion:
+        fits.append(({d.image_id for d in classified.detections}, set(kwargs["image_ids"])))
+        return fit_fusion(classified, coco_gt, **kwargs)
+
+    monkeypatch.setattr(calibrate, "fit_fusion", recording_fit)
+    classified, coco = _case({"small", "medium", "large"})
+    results, report = calibrate.crossfit_fusion(classified, coco, folds=3, grid=GRID)
+    all_ids = set(coco.getImgIds())
+    held = [all_ids - evaluated for _, evaluated in fits]
+    assert len(fits) == 3 and set().union(*held) == all_ids and sum(map(len, held)) == len(all_ids)
+    for (boxes_from, evaluated), fold in zip(fits, held):
+        assert not (boxes_from | evaluated) & fold
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        calibrate.crossfit_fusion(classified, coco, folds=1)
