@@ -135,3 +135,21 @@ def test_label_map_file_maps_detector_labels_to_coco_ids(checkpoint: Path, small
     bad = _run(["--checkpoint", str(checkpoint), "--detections", str(relabelled), *common,
                 "--label-map", str(label_map), "--out", str(tmp_path / "y.json")])
     assert bad.exit_code != 0 and "labels.json" in bad.output and "'cat'" in bad.output
+
+
+def test_rescore_crossfit_writes_auto_crossfit_with_every_box(checkpoint: Path, small_split: dict[str, Path]) -> None:
+    metrics_file = small_split["out"].with_name("summary.json")
+    result = _run(["--checkpoint", str(checkpoint), "--detections", str(small_split["dets"]),
+                   "--images", str(small_split["images"]), "--annotations", str(small_split["gt"]),
+                   "--out", str(small_split["out"]), "--fusion", "product", "--crossfit", "3",
+                   "--metrics-out", str(metrics_file)])
+    assert result.exit_code == 0, result.output
+    assert "cross-fit fold 3/3 (1 images)" in result.output
+    summary = json.loads(metrics_file.read_text())
+    assert set(summary["metrics"]) == {"before", "product", "auto_crossfit"}
+    crossfit = _entries(small_split["out"].with_name("rescored.auto_crossfit.json"))
+    assert sorted((r["image_id"], r["bbox"]) for r in crossfit) <= sorted(
+        (d["image_id"], d["bbox"]) for d in _entries(small_split["dets"]))  # boxes kept or dropped, never made up
+    bad = _run(["--checkpoint", str(checkpoint), "--detections", str(small_split["dets"]),
+                "--images", str(small_split["images"]), "--out", str(small_split["out"]), "--crossfit", "3"])
+    assert bad.exit_code != 0 and "ground truth" in bad.output
