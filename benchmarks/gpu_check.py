@@ -36,7 +36,6 @@ from _gpu_plan import REPO, SECTION_CAPS_GPU, Plan, make_plan  # noqa: E402
 from detection_bridge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 
 ORDER = tuple(SECTION_CAPS_GPU)
-MIN_START_S = 10.0  # a section is not started with less than this left: it is recorded as skipped for time
 
 
 def _default_data(name: str) -> Path | None:
@@ -102,11 +101,12 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
                               "plan": _plan_summary(plan), "sections": {}}
     for name in selected:
         left = args.budget_s - (time.perf_counter() - start)
-        if left < MIN_START_S:
+        limit = min(plan.caps[name], left, args.section_limit_s or left)
+        if left < plan.min_start_s:
             report["sections"][name] = {"status": "skipped_for_time", "seconds": 0.0, "limit_s": max(left, 0.0)}
         else:
-            print(f"gpu_check: {name} (at most {min(plan.caps[name], left):.0f} s)", file=sys.stderr, flush=True)
-            report["sections"][name] = _run_section(name, args, work, min(plan.caps[name], left))
+            print(f"gpu_check: {name} (at most {limit:.0f} s)", file=sys.stderr, flush=True)
+            report["sections"][name] = _run_section(name, args, work, limit)
         report["elapsed_s"] = time.perf_counter() - start
         report["answers"] = answers(report)
         atomic_write_json(out / "gpu_check.json", report, indent=1)
@@ -124,6 +124,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--budget-s", type=float, default=480.0, help="hard wall-clock budget for all sections")
+    parser.add_argument("--section-limit-s", type=float, default=None,
+                        help="at most this long for any one section (each has its own limit within the budget)")
     parser.add_argument("--dry-run", action="store_true", help="every section on the CPU at tiny sizes")
     parser.add_argument("--coco", type=Path, default=None, help="COCO-layout folder (default: ../shared/data/"
                         "coco-mini, else .gpu/data/coco-mini, else the generated synthetic set)")
