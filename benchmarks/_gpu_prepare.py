@@ -42,8 +42,9 @@ def _coco_subset(src: Path, dst: Path) -> None:
         (dst / "images" / split).mkdir(parents=True, exist_ok=True)
         for image in images:
             shutil.copy2(src / "images" / split / image["file_name"], dst / "images" / split / image["file_name"])
+        annotations = [a for a in data["annotations"] if a["image_id"] in keep]
         atomic_write_json(dst / "annotations" / f"instances_{split}.json",
-                          {**data, "images": images, "annotations": [a for a in data["annotations"] if a["image_id"] in keep]})
+                          {**data, "images": images, "annotations": annotations})
         detections = json.loads((src / "detections" / f"yolofastest_{split}.json").read_text())
         atomic_write_json(dst / "detections" / f"yolofastest_{split}.json",
                           [d for d in detections if d["image_id"] in keep])
@@ -63,8 +64,9 @@ def _wheels(dst: Path) -> int:
                              "manylinux_2_24_x86_64", "manylinux_2_5_x86_64", "manylinux1_x86_64")
                  for a in ("--platform", n)]
     specs = [f"{name}=={version(name)}" for name in MISSING_THERE]
-    return subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                           "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(dst), *specs]).returncode
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+           "--implementation", "cp", *platforms, "-d", str(dst), *specs]
+    return subprocess.run(cmd).returncode
 
 
 def prepare(out: Path) -> int:

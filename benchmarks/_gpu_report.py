@@ -70,7 +70,8 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 def markdown(report: dict[str, Any]) -> str:
     """A person's page: what ran, then one table or line per answer."""
     a = report["answers"]
-    lines = [f"# gpu_check ({'dry run on the CPU: sizes prove the code path, not the GPU' if report['dry_run'] else report['device']})",
+    what = "dry run on the CPU: sizes prove the code path, not the GPU" if report["dry_run"] else report["device"]
+    lines = [f"# gpu_check ({what})",
              "", f"torch {report['torch']}, budget {report['budget_s']:.0f} s, elapsed {report['elapsed_s']:.0f} s",
              "", "| section | status | seconds | limit (s) |", "|---|---|---|---|"]
     lines += [f"| {n} | {s['status']} | {s['seconds']:.1f} | {s['limit_s']:.0f} |" for n, s in report["sections"].items()]
@@ -85,7 +86,8 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{_fmt(r['spread'][0])}-{_fmt(r['spread'][1])} | {_fmt(r['vs_torchvision_299'], '.2f')} | "
                      f"{_fmt(r.get('peak_mb'), '.0f')} | {_fmt(r.get('compile_s'))} |")
     lines += ["", "## Input pipeline against the 79 px training step", "",
-              "| source | workers | crops/s | step images/s (batch) | loader / step | GPU starved |", "|---|---|---|---|---|---|"]
+              "| source | workers | crops/s | step images/s (batch) | loader / step | GPU starved |",
+              "|---|---|---|---|---|---|"]
     for r in a["input_vs_step"]:
         if "skipped" in r:
             lines.append(f"| {r['source']} | skipped: {r['skipped']} | | | | |")

@@ -120,10 +120,11 @@ def _resume_check(plan: Plan, work: Path, log: Path, deterministic: bool) -> dic
     for part in ("model", "ema", "optimizer", "scheduler"):
         _compare(a[part], b[part], part, diffs)
     strip = [[{k: v for k, v in line.items() if k not in TIMING} for line in s["history"]] for s in (a, b)]
+    same_steps = a["global_step"] == b["global_step"]
     out.update(steps=[int(a["global_step"]), int(b["global_step"])], history_equal=strip[0] == strip[1],
                tensors_compared=len(diffs), tensors_differing=sum(d > 0 for d in diffs.values()),
                max_abs_diff=max(diffs.values(), default=0.0),
-               bitwise_equal=all(d == 0 for d in diffs.values()) and strip[0] == strip[1] and a["global_step"] == b["global_step"])
+               bitwise_equal=all(d == 0 for d in diffs.values()) and strip[0] == strip[1] and same_steps)
     out["_checkpoint"] = str(killed / "last.pt")
     return out
 

@@ -57,7 +57,8 @@ def test_bf16_autocast_on_cuda_runs_convolutions_in_bf16_and_the_loss_in_fp32() 
     from lowres.runtime import autocast
     from lowres.training.recipe import inception_loss
 
-    model = build_model(79, 10, width=0.125, min_depth=8, aux_logits=True).to(CUDA, memory_format=torch.channels_last).train()
+    model = build_model(79, 10, width=0.125, min_depth=8, aux_logits=True)
+    model = model.to(CUDA, memory_format=torch.channels_last).train()
     x = torch.randn(4, 3, 79, 79, device=CUDA).contiguous(memory_format=torch.channels_last)
     with autocast(CUDA, "bf16"):
         logits, aux = model(x)
