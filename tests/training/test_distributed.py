@@ -72,7 +72,7 @@ def test_one_process_under_torchrun_joins_a_process_group(tiny_config, run_pytho
     cfg = tiny_config("train.epochs=1", "train.max_steps_per_epoch=2", "data.max_val=16", "eval.bootstrap=10")
     out = tmp_path / "run"
     run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", child_train,
-                json.dumps(cfg.to_dict()), str(out)])
+                json.dumps(cfg.to_dict()), str(out)], timeout=600)  # alone it builds the session's data first
     assert "distributed: 1 process(es), gloo backend, DDP on cpu" in (out / "train.log").read_text()
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["sampler"]["world_size"] == 1 and state["global_step"] == 2
