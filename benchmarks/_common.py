@@ -23,6 +23,44 @@ def time_per_call(fn: Callable[[], object], *, warmup: int, iters: int, best: bo
     return times[0] if best else times[len(times) // 2]
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device: a CUDA call returns before its kernels run, so a timer must wait for them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def inference_call(model: torch.nn.Module, x: torch.Tensor, precision: str) -> Callable[[], object]:
+    """One eval-mode forward of ``x`` under ``inference_mode`` and the project's autocast, waited for."""
+    from lowres.runtime import autocast
+
+    def call() -> None:
+        with torch.inference_mode(), autocast(x.device, precision):
+            model(x)
+        synchronize(x.device)
+    return call
+
+
+def train_step_call(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str) -> Callable[[], object]:
+    """One training step of the paper's recipe, as ``lowres.training.engine.train_one_epoch`` takes it: forward
+    under autocast (aux head on when the model has one), label-smoothed loss + 0.4 x aux, backward, global
+    clipping at 2.0, a TF-RMSProp step (lr 0.045, the paper's); waited for."""
+    from lowres.runtime import autocast
+    from lowres.training.recipe import RMSpropTF, clip_gradients, inception_loss, param_groups
+
+    opt = RMSpropTF(param_groups(model, 4e-5), lr=0.045)
+
+    def call() -> None:
+        with autocast(x.device, precision):
+            outputs = model(x)
+        loss, _ = inception_loss(outputs, y, label_smoothing=0.1, aux_weight=0.4)  # torchvision's: a namedtuple
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients(model.parameters(), 2.0, "global")
+        opt.step()
+        synchronize(x.device)
+    return call
+
+
 def _routes(dtype: torch.dtype, compiled: bool) -> dict[str, tuple[Callable[[], object], float]]:
     """Dense kernels in ``dtype``: name -> (call, FLOPs per call)."""
     routes: dict[str, tuple[Callable[[], object], float]] = {}

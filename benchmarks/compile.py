@@ -7,7 +7,7 @@ module compiled in place) and without, bf16 autocast + channels_last, width 1.0,
 
 * inference: eval-mode forward under ``torch.inference_mode``;
 * training step: forward with the aux head, label-smoothed loss + 0.4 aux (``inception_loss``), backward,
-  global gradient clipping at 2.0, TF-RMSProp step (``lowres.training.recipe``), as ``train_one_epoch`` does.
+  global gradient clipping at 2.0, TF-RMSProp step (``lowres.training.recipe``), as ``train_one_epoch`` does (``_common.train_step_call``).
 
 The compile time is the first call's wall time (tracing + inductor code generation). Inductor keeps compiled
 code in an on-disk cache, so a second run's first call mostly loads it; for a cold compile, give the run a
@@ -29,33 +29,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import peak_flops, time_per_call  # noqa: E402
+from _common import inference_call, peak_flops, time_per_call, train_step_call  # noqa: E402
 
 from lowres import build_model  # noqa: E402
 from lowres.models import compile_model  # noqa: E402
 from lowres.models.profile import forward_flops  # noqa: E402
-from lowres.training.recipe import RMSpropTF, clip_gradients, inception_loss, param_groups  # noqa: E402
-
-
-def _inference(model: torch.nn.Module, x: torch.Tensor):
-    def call() -> None:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            model(x)
-    return call
-
-
-def _train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
-    opt = RMSpropTF(param_groups(model, 4e-5), lr=1e-4)
-
-    def call() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            outputs = model(x)
-        loss, _ = inception_loss(outputs, y, label_smoothing=0.1, aux_weight=0.4)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(model.parameters(), 2.0, "global")
-        opt.step()
-    return call
 
 
 def _first_call_seconds(fn) -> float:
@@ -101,8 +79,8 @@ def main() -> None:
     fwd = forward_flops(model.eval(), args.stem)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, stem {args.stem}, width {args.width}, "
           f"batch {args.batch}, bf16 autocast + channels_last, {args.rounds} rounds x {args.iters} calls")
-    rows = _compare("inference", lambda m: _inference(m.eval(), x), model, args, fwd)
-    rows += _compare("training step", lambda m: _train_step(m.train(), x, y), model, args, 3 * fwd)
+    rows = _compare("inference", lambda m: inference_call(m.eval(), x, "bf16"), model, args, fwd)
+    rows += _compare("training step", lambda m: train_step_call(m.train(), x, y, "bf16"), model, args, 3 * fwd)
     peak = None
     if args.peak_seconds > 0:
         routes = {dt: peak_flops(dt, seconds=args.peak_seconds) for dt in (torch.float32, torch.bfloat16)}

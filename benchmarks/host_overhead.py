@@ -16,18 +16,23 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import time_per_call  # noqa: E402
+from _common import synchronize, time_per_call  # noqa: E402
 
 from lowres import build_model  # noqa: E402
 from lowres.training.recipe import ModelEma, RMSpropTF, param_groups  # noqa: E402
 
 
-def _setup(width: float, foreach: bool, device: str):
+def setup(width: float, foreach: bool, device: str) -> tuple[torch.nn.Module, ModelEma, Callable[[], None]]:
+    """The network with fixed random gradients, its optimiser and EMA; returns ``(model, ema, step)``, where
+    ``step`` is one optimiser step + EMA update, not waited for (see :func:`waited`). The same seed gives every
+    call the same weights and gradients, so two paths can be compared value for value."""
     torch.manual_seed(0)
     model = build_model(79, 1000, width=width).to(device)
     for p in model.parameters():
@@ -38,14 +43,33 @@ def _setup(width: float, foreach: bool, device: str):
     def step() -> None:
         opt.step()
         ema.update(model)
-        if device != "cpu":
-            torch.cuda.synchronize()
 
-    step()  # creates the optimiser state
-    return model, step
+    waited(step, device)()  # creates the optimiser state
+    return model, ema, step
 
 
-def _operator_calls(step) -> tuple[int, int]:
+def waited(step: Callable[[], None], device: str) -> Callable[[], None]:
+    """``step`` and then a wait for the device: the whole step's time, host and device."""
+    def call() -> None:
+        step()
+        synchronize(torch.device(device))
+    return call
+
+
+def host_seconds(step: Callable[[], None], device: str, iters: int) -> float:
+    """Median host time of ``step`` (the Python dispatch, not waiting for the kernels), each call started on an
+    idle device so a full launch queue never makes the host wait."""
+    times = []
+    for _ in range(iters):
+        synchronize(torch.device(device))
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    synchronize(torch.device(device))
+    return statistics.median(times)
+
+
+def operator_calls(step: Callable[[], None]) -> tuple[int, int]:
     """(operator calls dispatched from Python, all aten calls including those nested inside others)."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -65,14 +89,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    paths = {"per-tensor loop": _setup(args.width, False, args.device), "foreach": _setup(args.width, True, args.device)}
+    paths = {"per-tensor loop": setup(args.width, False, args.device), "foreach": setup(args.width, True, args.device)}
     n_params = sum(p.numel() for p in paths["foreach"][0].parameters())
     n_tensors = len(list(paths["foreach"][0].parameters()))
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(args.rounds):
-        for name, (_, step) in paths.items():
-            times[name].append(time_per_call(step, warmup=1, iters=args.iters))
-    calls = {name: _operator_calls(step) for name, (_, step) in paths.items()}
+        for name, (_, _, step) in paths.items():
+            times[name].append(time_per_call(waited(step, args.device), warmup=1, iters=args.iters))
+    calls = {name: operator_calls(step) for name, (_, _, step) in paths.items()}
     print(f"width {args.width}: {n_params:,} parameters in {n_tensors} tensors, device {args.device}, "
           f"{torch.get_num_threads()} threads, {args.rounds} rounds x {args.iters} steps")
     print("| path | ms per step (median) | spread over rounds | operator calls from Python (all aten calls) | vs loop |")

@@ -26,7 +26,7 @@ import torch
 from detection_bridge.fileio import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import time_per_call  # noqa: E402
+from _common import time_per_call, train_step_call  # noqa: E402
 
 
 def _build(name: str, width: float) -> tuple[torch.nn.Module, int]:
@@ -43,29 +43,14 @@ def _build(name: str, width: float) -> tuple[torch.nn.Module, int]:
 def measure(name: str, width: float, precision: str, batch: int, steps: int, warmup: int, device: str,
             channels_last: bool) -> dict:
     """Images/s and peak memory of training steps of one model (run in a child process)."""
-    from lowres.runtime import autocast
-    from lowres.training.recipe import RMSpropTF, clip_gradients, inception_loss
-
     dev = torch.device(device)
     torch.manual_seed(0)
     model, size = _build(name, width)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(dev, memory_format=fmt).train()
-    opt = RMSpropTF(model.parameters(), lr=0.045, decay=0.9, eps=1.0, momentum=0.9)
     x = torch.randn(batch, 3, size, size, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, 1000, (batch,), device=dev)
-
-    def step() -> None:
-        with autocast(dev, precision):
-            out = model(x)
-        loss, _ = inception_loss(tuple(out), y, label_smoothing=0.1, aux_weight=0.4)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(model.parameters(), 2.0)
-        opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
+    step = train_step_call(model, x, y, precision)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seconds = time_per_call(step, warmup=warmup, iters=steps)

@@ -246,7 +246,8 @@ def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detectio
 
 @main.command()
 @click.option("--preset", default="smoke", show_default=True,
-              help="Bench preset: smoke | cpu | imagenette | paper (configs/bench_NAME.yaml) or a YAML file.")
+              help="Bench preset: smoke | cpu | imagenette | imagenette_gpu | paper (configs/bench_NAME.yaml) "
+                   "or a YAML file.")
 @click.option("--data", type=click.Path(file_okay=False), default=None,
               help="COCO- or ImageNet-layout folder (train on train, report on val); default: the generated synthetic set.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,

@@ -34,6 +34,7 @@ class DistEnv:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     owns_group: bool = False  # this process created the process group (and so destroys it)
+    launched: bool = False  # started by torchrun: a process group (and DDP) even for a world of one
 
     @property
     def is_main(self) -> bool:
@@ -41,23 +42,27 @@ class DistEnv:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
 
 def setup_distributed(device: str = "auto") -> DistEnv:
-    """Join the torchrun process group when WORLD_SIZE > 1 (env:// rendezvous), else a world of one."""
+    """Join the torchrun process group (env:// rendezvous) when started by torchrun or when WORLD_SIZE > 1, else a
+    world of one with no group. ``torchrun --nproc_per_node 1`` therefore runs the distributed path (process group,
+    DDP, gathers) on one device: how the nccl path is checked on a machine with one GPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = "TORCHELASTIC_RUN_ID" in os.environ  # set by torchrun (torch.distributed.run) for every process
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     owns = False
-    if world_size > 1 and not dist.is_initialized():
+    if (world_size > 1 or launched) and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
         owns = True
-    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, owns_group=owns)
+    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, owns_group=owns,
+                   launched=launched and dist.is_initialized())
 
 
 def cleanup_distributed(env: DistEnv) -> None:

@@ -101,6 +101,9 @@ class _Run:
                              f"give no full batch of {cfg.train.batch_size}")
         self.steps_per_epoch = min(full_steps, cfg.train.max_steps_per_epoch or full_steps)
         self.ddp = wrap_model(self.model, env, sync_bn=cfg.model.sync_bn)
+        if env.distributed:
+            backend = torch.distributed.get_backend()
+            log(f"distributed: {env.world_size} process(es), {backend} backend, DDP on {env.device}")
         self.module = self.ddp.module if self.ddp is not self.model else self.model
         self.optimizer = build_optimizer(self.module, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, steps_per_epoch=self.steps_per_epoch,

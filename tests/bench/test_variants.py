@@ -25,12 +25,15 @@ def test_variant_configs_change_only_stem_crop_and_aux(name, stem, crop_size, up
     assert changed <= {"model.stem", "crop.size", "crop.upsample_to", "model.aux_logits"}
 
 
-@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper", "imagenette", "imagenette_gpu"])
 def test_presets_load(preset):
     spec = load_bench_preset(preset)
     assert spec.variants == list(VARIANTS) and spec.seeds == 1
     width = spec.config["model"]["width"]
-    assert width == 1.0 if preset == "paper" else 0 < width < 1.0  # the paper's network; the CPU ones reduced
+    gpu = preset in ("paper", "imagenette_gpu")
+    assert width == 1.0 if gpu else 0 < width < 1.0  # the paper's network on a GPU; the CPU ones reduced
+    if preset == "imagenette_gpu":  # the paper's recipe, 30 epochs
+        assert spec.config["optim"]["name"] == "rmsprop_tf" and spec.config["train"]["epochs"] == 30
 
 
 def test_overrides_and_flags_reach_the_right_section():

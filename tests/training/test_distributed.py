@@ -64,3 +64,15 @@ def test_a_run_rank_0_refuses_stops_every_rank_at_once(tiny_config, run_python, 
     assert "already holds a run" in proc.stderr and "rank 0 refused the run" in proc.stderr, proc.stderr[-2000:]
     assert "nonexistent" not in proc.stderr  # no rank got as far as reading the data
     assert sorted(p.name for p in out.iterdir()) == ["last.pt"]
+
+
+def test_one_process_under_torchrun_joins_a_process_group(tiny_config, run_python, child_train, tmp_path):
+    """``torchrun --nproc_per_node 1`` runs the distributed path (process group, DDP, gathers) on one device: how
+    the nccl path is checked on a machine with one GPU (benchmarks/gpu_check.py); gloo here."""
+    cfg = tiny_config("train.epochs=1", "train.max_steps_per_epoch=2", "data.max_val=16", "eval.bootstrap=10")
+    out = tmp_path / "run"
+    run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", child_train,
+                json.dumps(cfg.to_dict()), str(out)], timeout=600)  # alone it builds the session's data first
+    assert "distributed: 1 process(es), gloo backend, DDP on cpu" in (out / "train.log").read_text()
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["sampler"]["world_size"] == 1 and state["global_step"] == 2
