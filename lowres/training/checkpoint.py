@@ -13,22 +13,30 @@ import torch
 
 from ..checkpoint import CheckpointError, save_checkpoint
 
-__all__ = ["save_periodic", "capture_rng_state", "restore_rng_state", "check_compatible"]
+__all__ = ["save_periodic", "periodic_path", "capture_rng_state", "restore_rng_state", "check_compatible"]
 
 COMPATIBILITY_KEYS = ("model.stem", "model.width", "model.min_depth", "model.aux_logits")
 
 
-def save_periodic(state: dict[str, Any], out_dir: str | Path, epoch: int, *, keep: int) -> Path | None:
+def periodic_path(out_dir: str | Path, epoch: int) -> Path:
+    """``out_dir/checkpoints/epoch_NNNN.pt``: the copy of the checkpoint written at the end of ``epoch``."""
+    return Path(out_dir) / "checkpoints" / f"epoch_{epoch:04d}.pt"
+
+
+def save_periodic(state: dict[str, Any], out_dir: str | Path, epoch: int, *, keep: int,
+                  best_epoch: int | None = None) -> Path | None:
     """Write ``out_dir/checkpoints/epoch_{epoch:04d}.pt`` and delete all but the newest ``keep`` of them
     (detectron2's ``PeriodicCheckpointer(max_to_keep)``): a history to go back to without filling the disk.
-    ``keep=0`` writes none (and removes none: old files from another setting stay)."""
+    ``best_epoch``'s copy is kept too: it is what a resume rebuilds a lost ``best.pt`` from once ``last.pt``
+    has moved past the best epoch. ``keep=0`` writes none (and removes none: old files from another setting stay)."""
     if keep <= 0:
         return None
-    folder = Path(out_dir) / "checkpoints"
-    path = save_checkpoint(state, folder / f"epoch_{epoch:04d}.pt")
-    periodic = sorted(folder.glob("epoch_*.pt"))
+    path = save_checkpoint(state, periodic_path(out_dir, epoch))
+    protected = periodic_path(out_dir, best_epoch) if best_epoch else None
+    periodic = sorted(path.parent.glob("epoch_*.pt"))
     for old in periodic[:-keep]:
-        old.unlink(missing_ok=True)
+        if old != protected:
+            old.unlink(missing_ok=True)
     return path
 
 

@@ -21,14 +21,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_path, atomic_write_json, json_line, remove_stale_temporaries
+from .._atomic import atomic_path, atomic_write_bytes, atomic_write_json, json_line, remove_stale_temporaries
 from .._lock import FolderLockedError, folder_lock
 from ..builder import build_model_from_config, load_weights
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import Config, save_config
 from ..models import compile_model
 from ..provenance import collect
-from .checkpoint import capture_rng_state, check_compatible, restore_rng_state, save_periodic
+from .checkpoint import capture_rng_state, check_compatible, periodic_path, restore_rng_state, save_periodic
 from .data import load_split_data, resolve_data_dir, train_loader
 from .distributed import (DistEnv, ResumableSampler, all_gather_object, all_reduce_sum, barrier, broadcast_object,
                           broadcast_state, cleanup_distributed, setup_distributed, wrap_model)
@@ -72,6 +72,14 @@ def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
 def _plain(data: Any) -> Any:
     """JSON-safe plain data (numpy scalars become Python numbers, NaN null): loadable with weights_only."""
     return None if data is None else json.loads(json_line(data))
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint file holds; None when it is missing or unreadable."""
+    try:
+        return int(load_checkpoint(path)["epoch"]) if path.is_file() else None
+    except CheckpointError:
+        return None
 
 
 def _check_finite_weights(module: nn.Module, step: int) -> None:
@@ -143,7 +151,8 @@ class _Run:
         if best:
             save_checkpoint(state, self.out_dir / "best.pt")
         if epoch_end:
-            save_periodic(state, self.out_dir, self.epoch, keep=self.cfg.train.keep_checkpoints)
+            save_periodic(state, self.out_dir, self.epoch, keep=self.cfg.train.keep_checkpoints,
+                          best_epoch=self.best_epoch)
 
     def restore(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.env.device, purpose="resume")
@@ -172,20 +181,26 @@ class _Run:
 
     def repair(self, state: dict[str, Any]) -> None:
         """Rewrite the files written after last.pt from last.pt itself: a kill between them leaves them
-        missing or an epoch behind, and last.pt (written first) is the run's record of what finished."""
+        missing or an epoch behind, and last.pt (written first) is the run's record of what finished.
+        best.pt comes from last.pt when the best epoch is last.pt's, else from that epoch's periodic copy
+        (kept for this by :func:`save_periodic`)."""
         _write_history(self.out_dir, self.history)
         if self.last_val is not None:
             atomic_write_json(self.out_dir / "val_metrics.json", self.last_val, indent=2)
         best = self.out_dir / "best.pt"
-        if "best_epoch" not in state or self.best_epoch != self.epoch or state["totals"]:
-            return  # best.pt is not this checkpoint's epoch: it was completed before last.pt moved on
-        try:
-            best_epoch = load_checkpoint(best)["epoch"] if best.is_file() else None
-        except CheckpointError:
-            best_epoch = None
-        if best_epoch != self.best_epoch:
+        if "best_epoch" not in state or self.best_epoch == 0 or _checkpoint_epoch(best) == self.best_epoch:
+            return  # no best yet (or a checkpoint from before best_epoch existed), or best.pt is intact
+        source = self.out_dir / "last.pt"
+        if self.best_epoch != self.epoch or state["totals"]:
+            source = periodic_path(self.out_dir, self.best_epoch)
+            if _checkpoint_epoch(source) != self.best_epoch:
+                self.log(f"warning: {best} is missing or damaged and cannot be rebuilt: epoch {self.best_epoch} "
+                         f"was the best, and neither last.pt nor {source} holds it (train.keep_checkpoints=0?)")
+                return
+            atomic_write_bytes(best, source.read_bytes())  # verified by _checkpoint_epoch: a copy, byte for byte
+        else:
             save_checkpoint(state, best)
-            self.log(f"repaired {best} from {self.out_dir / 'last.pt'} (epoch {self.epoch} was the best)")
+        self.log(f"repaired {best} from {source} (epoch {self.best_epoch} was the best)")
 
     # -- one epoch -----------------------------------------------------------------------------------------
     def _on_step(self, bar: Any) -> Callable[[EpochTotals, StepInfo], None]:

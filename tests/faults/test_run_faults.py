@@ -132,3 +132,32 @@ def test_a_finished_run_folder_is_refused_before_any_data_is_read(fault_config, 
     with pytest.raises(CheckpointError, match="already holds a run"):
         train(fault_config("data.path=/nonexistent/never-read"), run_copy, progress=False, log=lambda m: None)
     assert sorted(p.name for p in run_copy.iterdir()) == before
+
+
+def test_a_finished_run_whose_best_epoch_is_not_its_last_gets_best_pt_back(fault_config, run_copy, monkeypatch):
+    """best.pt lost (and metrics.jsonl truncated) after the run finished, its best epoch an earlier one:
+    --resume rebuilds best.pt from that epoch's periodic copy, kept past train.keep_checkpoints for this."""
+    from lowres.training import run as run_module
+
+    real = run_module.evaluate_model
+
+    def worse_later(*args, **kwargs):  # type: ignore[no-untyped-def]
+        metrics = real(*args, **kwargs)
+        return {**metrics, "top1": metrics["top1"] - 1.0}  # epoch 2 is never better than epoch 1
+
+    monkeypatch.setattr(run_module, "evaluate_model", worse_later)
+    cfg = fault_config("train.epochs=2", "train.keep_checkpoints=1")
+    train(cfg, run_copy, resume=True, progress=False, log=lambda message: None)
+    monkeypatch.undo()
+    state = load_checkpoint(run_copy / "last.pt")
+    assert (state["epoch"], state["best_epoch"]) == (2, 1)
+    assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["epoch_0001.pt", "epoch_0002.pt"]
+    best_before = (run_copy / "best.pt").read_bytes()
+    history = (run_copy / "metrics.jsonl").read_text()
+    (run_copy / "best.pt").unlink()
+    (run_copy / "metrics.jsonl").write_text(history.splitlines()[0] + "\n")
+    messages: list[str] = []
+    train(cfg, run_copy, resume=True, progress=False, log=messages.append)
+    assert (run_copy / "best.pt").read_bytes() == best_before
+    assert (run_copy / "metrics.jsonl").read_text() == history
+    assert any("repaired" in m and "epoch 1 was the best" in m for m in messages), messages
