@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ._builds import build_lock, check_free_space, remove_stale_builds
-from .fileio import atomic_write_json, default_mode, read_json
+from .fileio import atomic_write_json, publish_folder, read_json
 from .boxes import CropGeometry, stored_size
 from .cropper import RESAMPLE_NAME, group_by_image, iter_image_crops
 from .errors import BridgeError, CacheError, ErrorPolicy, ImageError, OnError, SkipLog
@@ -49,6 +49,7 @@ CACHE_VERSION = 4  # 4: a CRC-32 per shard
 DEFAULT_MARGIN = 0.2
 SHARD_IMAGES = 1000  # images per shard: ~7k train2017 crops, 150 MB of 299 px JPEG crops
 INDEX_NAME, LOCATE_NAME = "index.json", "locate.npy"
+SOURCE_NAME = "source.json"  # a few lines on what the cache was cut from (index.json can be hundreds of MB)
 Sync = Callable[[Any], Any]  # barrier of all parts that returns part 0's value to every part
 
 
@@ -257,11 +258,11 @@ def _finish(records: Sequence[CropRecord], build: Path, num_shards: int, header:
         (build / f"{shard_name(j, kind)}.json").unlink()
     kept = np.flatnonzero(locate[:, 0] >= 0)
     np.save(build / LOCATE_NAME, locate[kept])
+    atomic_write_json(build / SOURCE_NAME, {**header["source"], "size": header["size"], "crops": int(len(kept))})
     atomic_write_json(build / INDEX_NAME, {
         **header, "shards": shards, "records": records_to_dicts([records[i] for i in kept]),
         "category_map": category_map.to_dict() if category_map else None, "skipped": skipped.to_dict()},
         indent=1, sort_keys=True)
-    os.chmod(build, default_mode(directory=True))
 
 
 def _prepare(root: Path, final: Path, key: str) -> tuple[bool, str]:
@@ -309,7 +310,10 @@ def build_cache(records: Sequence[CropRecord], size: int, cache_root: str | os.P
             return CropCache(final, verify=False)
         build, shards = root / build_name, shard_groups(records, shard_images)
         header = {"version": CACHE_VERSION, "key": key, "size": int(size), "stored_size": stored,
-                  "margin": float(margin), "draft": bool(draft), "storage": kind, "geometry": geometry.to_dict()}
+                  "margin": float(margin), "draft": bool(draft), "storage": kind, "geometry": geometry.to_dict(),
+                  # what it was cut from, for `lowres cache list` (not keyed: a copy of the data elsewhere shares it)
+                  "source": {"images": str(data_root) if data_root else None,
+                             "files": [str(f) for f in source_files]}}
         try:
             _build_part(records, build, shards, part, size, stored, geometry, kind, draft, workers, on_error,
                         progress)
@@ -328,9 +332,4 @@ def build_cache(records: Sequence[CropRecord], size: int, cache_root: str | os.P
 
 
 def _replace_into(build: Path, final: Path, key: str) -> None:
-    try:
-        os.replace(build, final)
-    except OSError:
-        if _open_valid(final, key) is None:  # not "another node finished the same cache first"
-            raise
-        shutil.rmtree(build, ignore_errors=True)
+    publish_folder(build, final, same=lambda folder: _open_valid(folder, key) is not None)  # another node's, first

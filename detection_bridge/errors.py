@@ -16,7 +16,16 @@ OnError = Literal["raise", "skip"]
 MAX_EXAMPLES_PER_REASON = 5
 
 
-class BridgeError(Exception):
+class ExpectedError(Exception):
+    """The project's one base of expected failures: ones a user can fix (a bad file, a wrong option, a folder
+    in use). ``lowres``'s CLI guard turns exactly these into a message and ``exit_code``; anything else that
+    reaches it is a bug (a crash log). It lives here, in the lower package, because ``detection_bridge`` never
+    imports ``lowres``; ``lowres.errors.LowresError`` derives from it."""
+
+    exit_code = 1
+
+
+class BridgeError(ExpectedError):
     """Base class of every error the bridge raises on purpose."""
 
 

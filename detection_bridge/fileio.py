@@ -15,6 +15,10 @@ Binary outputs are serialised in memory first and written by :func:`atomic_write
 then a plain ``OSError`` raised by Python's ``write``, never a failure inside a C++ serialiser (which can
 abort the process). JSON is strict: non-finite numbers become ``null``.
 
+Folders (crop caches, decoded-image stores, the synthetic set) are published the same way: built in a
+temporary sibling (:func:`building_folder`), then renamed into place whole (:func:`publish_folder`), so a
+reader finds no folder or a complete one.
+
 This lives in ``detection_bridge`` because ``lowres`` may import the bridge but never the reverse.
 """
 from __future__ import annotations
@@ -25,9 +29,10 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import MalformedFileError
 
@@ -61,6 +66,38 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def building_folder(final: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A fresh temporary sibling of ``final`` (``.NAME.XXXX.tmp``) to build a folder in; removed when the block
+    fails. Hand it to :func:`publish_folder` at the block's end."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def publish_folder(build: str | os.PathLike, final: str | os.PathLike, *, same: Callable[[Path], bool]) -> Path:
+    """Rename the finished folder ``build`` onto ``final`` (one ``os.replace``: readers see no folder or a whole
+    one), with the permissions a plain ``mkdir`` gives. A rename onto a filled folder fails rather than
+    replaces: when ``same(final)`` says another process published the same content first, theirs is kept (it
+    may be in use) and ``build`` removed; otherwise the error is raised."""
+    build, final = Path(build), Path(final)
+    os.chmod(build, default_mode(directory=True))
+    try:
+        os.replace(build, final)
+    except OSError:
+        if not same(final):
+            raise
+        shutil.rmtree(build, ignore_errors=True)
+        return final
+    fsync_dir(final.parent)
+    return final
 
 
 def _naming(exc: OSError, path: Path) -> OSError:

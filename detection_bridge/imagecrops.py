@@ -17,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -33,11 +33,13 @@ from ._builds import check_free_space
 from .color import ColorJitter
 from .cropper import decode_image
 from .errors import CacheError, MalformedFileError
-from .fileio import atomic_write_json, default_mode, read_json
+from .fileio import atomic_write_json, building_folder, publish_folder, read_json
 from .imagefolder import ImageRecord
 
 __all__ = ["central_box", "random_resized_box", "resize_region", "ColorJitter", "DecodedImages",
            "open_or_build_decoded", "decoded_bytes_estimate", "ImageFolderDataset"]
+
+logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 DECODED_VERSION = 1
@@ -140,8 +142,8 @@ class DecodedImages:
         return np.asarray(self._data[offset:offset + h * w * 3]).reshape(h, w, 3)
 
 
-def open_or_build_decoded(records: Sequence[ImageRecord], root: str | os.PathLike, cache_root: str | os.PathLike,
-                          log: Callable[[str], None] = lambda m: None) -> DecodedImages:
+def open_or_build_decoded(records: Sequence[ImageRecord], root: str | os.PathLike, cache_root: str | os.PathLike
+                          ) -> DecodedImages:
     """The store of ``records``' decoded images under ``cache_root``, built once (in a temporary folder
     renamed into place, so a crash never leaves half of one) and reused by every crop size and run."""
     key = _store_key(records, Path(root))
@@ -153,13 +155,12 @@ def open_or_build_decoded(records: Sequence[ImageRecord], root: str | os.PathLik
                 os.utime(final / "index.json")
             return store
         except (CacheError, MalformedFileError) as e:
-            log(f"rebuilding a damaged decoded-image store ({e})")
+            logger.warning(f"rebuilding a damaged decoded-image store ({e})")
             shutil.rmtree(final, ignore_errors=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     check_free_space(final.parent, decoded_bytes_estimate(records), f"the decoded pixels of {len(records)} images")
-    log(f"decoding {len(records)} images once into {final}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
+    logger.info(f"decoding {len(records)} images once into {final}")
+    with building_folder(final) as tmp:
         rows, offset = [], 0
         try:  # plain writes, never a memory-mapped sparse file: a full disk is this error, not a SIGBUS
             with open(tmp / "pixels.u8", "wb") as f:
@@ -176,13 +177,8 @@ def open_or_build_decoded(records: Sequence[ImageRecord], root: str | os.PathLik
         atomic_write_json(tmp / "index.json", {"version": DECODED_VERSION, "key": key, "rows": rows,
                                                "paths": [r.image_path for r in records]},
                           indent=1, sort_keys=True)
-        os.chmod(tmp, default_mode(directory=True))
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if (final / "index.json").is_file():  # another process finished the same store first
-            return DecodedImages(final)
-        raise
+        # another process may have finished the same store first: keep theirs
+        publish_folder(tmp, final, same=lambda folder: (folder / "index.json").is_file())
     return DecodedImages(final)
 
 

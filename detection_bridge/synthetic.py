@@ -16,19 +16,17 @@ the same parameters is reused as is.
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .fileio import atomic_write_json, default_mode
+from .fileio import atomic_write_json, building_folder, publish_folder
 
 SUPERSAMPLE = 4  # masks are drawn at 4x and reduced: antialiased edges, like a photographed object
 _SPLITS = ("train", "val")
@@ -259,26 +257,14 @@ def generate(out_dir: str | os.PathLike, *, seed: int = 0, num_images: tuple[int
             return out
         if any(out.iterdir()):
             raise FileExistsError(f"{out} exists and was not generated with these parameters; pass overwrite=True")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with building_folder(out, suffix="") as tmp:
         for i, (split, n) in enumerate(zip(_SPLITS, num_images)):
             _split(tmp, split, i, int(n), params)
         atomic_write_json(tmp / "synthetic.json", params, indent=1, sort_keys=True)
-        os.chmod(tmp, default_mode(directory=True))
         if overwrite:
             shutil.rmtree(out, ignore_errors=True)
-        try:  # renaming onto a missing or empty folder succeeds; onto a filled one it fails, never replaces
-            os.replace(tmp, out)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not _made_with(out, params):
-                raise
-            # another process generated the same set first (and may be reading it): keep theirs, never delete it
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+        # another process may have generated the same set first (and be reading it): keep theirs
+        return publish_folder(tmp, out, same=lambda folder: _made_with(folder, params))
 
 
 def _made_with(out: Path, params: dict) -> bool:

@@ -1,9 +1,10 @@
 """The CLI's one error policy: expected failures are one or two lines, unexpected ones a crash log.
 
-Expected failures are the ones a user can fix: a bad or damaged input file (it is named), a full, read-only
-or forbidden disk (the path and the reason), a config value out of range (the key), a missing device, a run
-folder in use, a diverged training. They end with exit code 1 (2 for usage and config mistakes, as click's
-own), never with a traceback. Anything else is a bug: its traceback goes to a log file whose path is
+Expected failures are the ones a user can fix: the project's own errors (:mod:`lowres.errors`: a bad or
+damaged input file, a config value out of range, a missing device, a run folder in use, a diverged or
+interrupted training) and a full, read-only or forbidden disk (the path and the reason). They end with the
+error's exit code (1; 2 for usage and config mistakes, as click's own; 130 for Ctrl-C), never with a
+traceback; no command catches exceptions itself. Anything else is a bug: its traceback goes to a log file whose path is
 printed, so the terminal shows one line and the report loses nothing.
 
 Output paths are checked when the options are parsed (:func:`writable_dir`, :func:`writable_file`), before
@@ -39,25 +40,6 @@ _OS_HINTS = {
 }
 
 
-def _expected_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """(usage errors -> exit 2, other expected errors -> exit 1); imported lazily, as the CLI's commands."""
-    from detection_bridge.errors import BridgeError
-
-    from ._lock import FolderLockedError
-    from .config import ConfigError
-    from .checkpoint import CheckpointError
-    from .training.engine import TrainingDiverged
-
-    expected: tuple[type, ...] = (BridgeError, CheckpointError, FolderLockedError, TrainingDiverged, ValueError)
-    try:
-        from .bench import BenchError
-
-        expected += (BenchError,)
-    except ImportError:  # pragma: no cover - the bench needs matplotlib
-        pass
-    return (ConfigError,), expected
-
-
 def _os_message(exc: OSError) -> str:
     where = exc.filename if exc.filename is not None else "<unknown file>"
     if exc.filename2 is not None:
@@ -68,13 +50,18 @@ def _os_message(exc: OSError) -> str:
 
 
 def describe(exc: BaseException) -> tuple[str, int] | None:
-    """``(message, exit code)`` for an expected failure, ``None`` for a bug."""
+    """``(message, exit code)`` for an expected failure, ``None`` for a bug.
+
+    Expected: the project's own errors (one base, :class:`detection_bridge.errors.ExpectedError`, which carries
+    its exit code) and what the environment does to a correct program (a disk, memory, a file that is not
+    text). A bare ``ValueError``, ``KeyError`` ... is a bug, however plain its message."""
     import torch
     import yaml
 
-    usage, expected = _expected_types()
-    if isinstance(exc, usage):
-        return str(exc), 2
+    from detection_bridge.errors import ExpectedError
+
+    if isinstance(exc, ExpectedError):
+        return str(exc), exc.exit_code
     if isinstance(exc, OSError):
         return _os_message(exc), 1
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
@@ -84,8 +71,6 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
         return f"malformed YAML: {exc}", 2
     if isinstance(exc, UnicodeDecodeError):
         return f"an input file is not UTF-8 text ({exc.reason} at byte {exc.start})", 1
-    if isinstance(exc, expected):
-        return str(exc), 1
     return None
 
 

@@ -13,13 +13,11 @@ from typing import Iterator
 
 from detection_bridge.fileio import exclusive_lock
 
+from .errors import FolderLockedError
+
 __all__ = ["FolderLockedError", "folder_lock", "LOCK_NAME"]
 
 LOCK_NAME = ".lock"
-
-
-class FolderLockedError(RuntimeError):
-    """Another live process holds the folder's lock."""
 
 
 def _holder(path: Path) -> str:

@@ -8,10 +8,10 @@ with. ``lowres eval``, the bench, the R-CNN second stage and export all call :fu
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,13 +27,10 @@ from .runtime import crop_size, geometry_from_config, input_size, memory_format,
 
 __all__ = ["build_model_from_config", "load_weights", "LoadedModel", "load_model", "checkpoint_config"]
 
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+logger = logging.getLogger(__name__)
 
 
-def build_model_from_config(cfg: Config, num_classes: int, *, pretrained: bool = True,
-                            log: Callable[[str], None] = _stderr) -> nn.Module:
+def build_model_from_config(cfg: Config, num_classes: int, *, pretrained: bool = True) -> nn.Module:
     """``lowres.build_model`` with the config's stem/width/depth/head in its memory format, from the ImageNet
     weights of ``model.weights`` when ``pretrained`` (False: fresh weights, as the bench's cost columns need)."""
     m = cfg.model
@@ -41,7 +38,7 @@ def build_model_from_config(cfg: Config, num_classes: int, *, pretrained: bool =
                         dropout=m.dropout)
     if pretrained and m.weights:
         report = load_inception_v3_weights(model, resolve_weights(m.weights), skip_classifier=True)
-        log(f"weights: {m.weights}: {report.summary()}")
+        logger.info(f"weights: {m.weights}: {report.summary()}")
     return model.to(memory_format=torch.channels_last) if m.channels_last else model
 
 

@@ -92,12 +92,33 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def describe_entry(entry: CacheEntry) -> str:
+    """What a crop cache was cut from: its images folder (the data set and split, e.g. ``coco-mini/images/val``)
+    and crop size; ``?`` for caches written before they recorded it; empty for other kinds."""
+    if entry.kind != "crops":
+        return ""
+    from detection_bridge.cache import SOURCE_NAME
+    from detection_bridge.errors import BridgeError
+    from detection_bridge.fileio import read_json
+
+    try:
+        source = read_json(entry.path / SOURCE_NAME, "crop cache source")
+    except (OSError, BridgeError):  # caches from before source.json: listed all the same
+        return "?"
+    if not isinstance(source, dict):
+        return "?"
+    images = Path(source["images"]).parts[-3:] if source.get("images") else ()
+    return f"{'/'.join(images) or '?'} ({source.get('crops', '?')} crops)"
+
+
 def format_entries(entries: list[CacheEntry], root: str | os.PathLike) -> str:
-    """A table: kind, size, days since last use, path relative to the root; and the total."""
+    """A table: kind, size, days since last use, path relative to the root, what it holds; and the total."""
     now = time.time()
-    lines = [f"{'kind':<10} {'size':>9} {'unused':>10}  path (under {root})"]
+    lines = [f"{'kind':<10} {'size':>9} {'unused':>10}  path (under {root})  [data set / split]"]
     for e in entries:
-        lines.append(f"{e.kind:<10} {format_bytes(e.bytes):>9} {e.age_days(now):>7.1f} d  {e.path.relative_to(root)}")
+        about = describe_entry(e)
+        lines.append(f"{e.kind:<10} {format_bytes(e.bytes):>9} {e.age_days(now):>7.1f} d  {e.path.relative_to(root)}"
+                     + (f"  [{about}]" if about else ""))
     lines.append(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
                  f"{format_bytes(sum(e.bytes for e in entries))} in all")
     return "\n".join(lines)

@@ -28,15 +28,12 @@ from typing import Any
 import torch
 
 from ._atomic import atomic_write_bytes
+from .errors import CheckpointError
 
 __all__ = ["CheckpointError", "CHECKPOINT_VERSION", "Field", "SCHEMA", "PURPOSES", "check_state", "state_checksum",
            "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_VERSION = 2  # 1: no checksum; 2: with a checksum
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or incompatible with the requested run."""
 
 
 @dataclass(frozen=True)

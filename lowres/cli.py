@@ -19,12 +19,17 @@ from ._cli_guard import GuardedGroup, writable_dir, writable_file
 @click.version_option(__version__, prog_name="lowres")
 def main() -> None:
     """Low-resolution Inception-v3 for object-detection crops (Szegedy et al. 2016, Table 2)."""
+    from ._console import setup_console
+
+    setup_console()
 
 
 @main.command()
-@click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier (TF-slim depth_multiplier).")
-@click.option("--min-depth", type=int, default=16, show_default=True, help="Smallest channel count any conv keeps.")
-@click.option("--num-classes", type=int, default=1000, show_default=True)
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Width multiplier (TF-slim depth_multiplier).")
+@click.option("--min-depth", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Smallest channel count any conv keeps.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
     """Per stem: input, grid sizes, parameters and forward GFLOPs, measured from the model."""
@@ -32,10 +37,7 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
 
     click.echo(f"measuring 3 stems at width {width:g} (FLOPs are counted by running each model once; "
                "up to a minute on a CPU at width 1.0) ...", err=True)
-    try:
-        rows = stem_table(width=width, min_depth=min_depth, num_classes=num_classes)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    rows = stem_table(width=width, min_depth=min_depth, num_classes=num_classes)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -74,41 +76,56 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
               help="Decoding threads per process (under torchrun each local rank also builds its own shards).")
 @click.option("--storage", type=click.Choice(["auto", "raw", "jpeg"]), default="auto", show_default=True,
               help="raw uint8 crops (fast, large) or JPEG shards (~10x smaller); auto: raw up to 2 GiB.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, callback=writable_dir,
-              help="Folder for the crop cache and summary_<split>_<size>px.json.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, callback=writable_dir,
+              help="Cache root, as train's data.cache_dir (default ~/.cache/lowres): the crops go to CACHE_DIR/crops, "
+                   "where `lowres train` looks for them, and the synthetic set (no --data) is generated there.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, callback=writable_dir,
+              help="Folder for the crop cache and summary_<split>_<size>px.json instead of CACHE_DIR/crops "
+                   "(`lowres train` does not look there).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal anyway).")
 def crops(data: str | None, split: str, size: int, detections: str | None, annotations: str | None,
           images: str | None, background: bool, min_size: float, score_threshold: float | None, top_k: int | None,
-          jitter: int, mode: str, on_error: str, workers: int, storage: str, out_dir: str) -> None:
+          jitter: int, mode: str, on_error: str, workers: int, storage: str, cache_dir: str | None,
+          out_dir: str | None, no_progress: bool) -> None:
     """Cut the crops of one split into the on-disk cache (decoding each image once) and summarise them.
     Under ``torchrun --nproc_per_node N -m lowres.cli crops ...`` the N processes share the work."""
     from pathlib import Path
 
-    from tqdm.auto import tqdm
-
     from detection_bridge import synthetic
     from detection_bridge.boxes import CropGeometry
     from detection_bridge.coco import SplitOptions
-    from detection_bridge.errors import BridgeError
     from detection_bridge.summary import build_crops, format_summary
 
+    from ._console import progress_bar
+    from .config import Config
+    from .training.data import default_cache_root
+
+    cfg = Config()
+    cfg.data.cache_dir = cache_dir
+    train_root = default_cache_root(cfg)
+    out = Path(out_dir) if out_dir is not None else train_root / "crops"
     if data is None and annotations is None:
-        data = str(synthetic.generate(Path(out_dir) / "synthetic"))
+        data = str(synthetic.generate(train_root / "synthetic-seed0"))  # the set `lowres train` generates
         click.echo(f"note: no --data given: using the embedded synthetic set generated in {data}", err=True)
     env, part, sync = _host_work_group()
     try:
-        with tqdm(desc=f"crops {split} {size}px", unit="crop", leave=False, disable=part[0] != 0) as bar:
+        with progress_bar(not no_progress and part[0] == 0, desc=f"crops {split} {size}px", unit="crop",
+                          leave=False) as bar:
             options = SplitOptions(boxes="detections" if detections else "gt", background=background,
                                    min_size=min_size, score_threshold=score_threshold, top_k=top_k, jitter=jitter,
                                    on_error=on_error)
-            summary = build_crops(data, split, size, options, out=out_dir, detections=detections,
+            summary = build_crops(data, split, size, options, out=out, detections=detections,
                                   annotations=annotations, images=images, geometry=CropGeometry(mode=mode),
                                   workers=workers, progress=bar.update, storage=storage, part=part, sync=sync)
-    except BridgeError as exc:
-        raise click.ClickException(str(exc)) from None
     finally:
         _leave_group(env)
     if part[0] == 0:
         click.echo(format_summary(summary))
+        if out.resolve() != (train_root / "crops").resolve():
+            hint = (f"train with --set data.cache_dir={out.parent}" if out.name == "crops" else
+                    "build it with --cache-dir DIR and train with --set data.cache_dir=DIR")
+            click.echo(f"note: `lowres train` looks for crop caches in CACHE_DIR/crops (data.cache_dir, default "
+                       f"{default_cache_root(Config())}), not in {out}: {hint}", err=True)
 
 
 def _host_work_group() -> tuple[object, tuple[int, int], object]:
@@ -158,49 +175,59 @@ def _train_presets_help() -> str:
               "--torchcompile): faster steps after a first one that compiles.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (they are shown only on a terminal anyway; "
               "without one a line is logged every train.log_every steps).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="train.epochs.")
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=None, help="train.batch_size (per process).")
+@click.option("--lr", type=float, default=None, help="optim.lr.")
+@click.option("--seed", type=int, default=None, help="train.seed.")
+@click.option("--device", default=None, help="train.device: auto, cpu, cuda, cuda:N.")
+@click.option("-j", "--workers", type=click.IntRange(min=0), default=None, help="data.num_workers (loader workers).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
 def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...], data: str | None, out_dir: str | None,
-          precision: str | None, resume: bool, compile_: bool, no_progress: bool, print_config: bool) -> None:
+          precision: str | None, resume: bool, compile_: bool, no_progress: bool, epochs: int | None,
+          batch_size: int | None, lr: float | None, seed: int | None, device: str | None, workers: int | None,
+          print_config: bool) -> None:
     """Train a stem on crops (torchrun-ready). Writes config.yaml, provenance.json, train.log, metrics.jsonl,
     scalars.csv (and TensorBoard events in tb/ when installed), last.pt/best.pt, checkpoints/ and
-    val_metrics.json to --out, logs a line per epoch and prints the final epoch's metrics as JSON."""
+    val_metrics.json to --out, logs a line per epoch and prints the final epoch's metrics as JSON.
+    Ctrl-C stops after the current step with a checkpoint; --resume continues it.
+
+    The flags timm's train.py has (--epochs, -b, --lr, --seed, --device, -j) set their config keys and win
+    over --set, as --stem and --precision do."""
     from pathlib import Path
 
     import yaml
 
-    from detection_bridge.errors import BridgeError
-
     from .config import default_train_config, load_config
-    from .checkpoint import CheckpointError
-    from .training.run import train as run_training
+    from .training.run import check_run_folder, train as run_training
 
     if out_dir is None and not print_config:
         raise click.UsageError("Missing option '--out' (the run folder).")
+    if resume and not print_config:
+        check_run_folder(Path(out_dir), resume=True)  # a mistyped folder: say so, never start a new run there
     config_file, note = default_train_config(config_file, data=data, out_dir=out_dir, resume=resume)
     run_config = out_dir is not None and config_file == str(Path(out_dir) / "config.yaml")
     if data is not None:
         data = str(Path(data).expanduser().resolve())  # the run folder records where the data really was
-    try:
-        if data is not None and not print_config:  # before the run folder exists: a wrong --data creates nothing
-            from detection_bridge.layout import check_data_dir
+    if data is not None and not print_config:  # before the run folder exists: a wrong --data creates nothing
+        from detection_bridge.layout import check_data_dir
 
-            check_data_dir(data)
-        flags = ((f"train.precision={precision}",) if precision else ()) + (("train.compile=true",) if compile_ else ())
-        cfg = load_config(config_file, (*overrides, *flags), stem=int(stem) if stem else None, data=data,
-                          complete=run_config)  # a truncated run config must not fall back to defaults
-        if print_config:
-            click.echo(f"# resolved from {config_file}" + (f" + {len(overrides) + len(flags)} override(s)"
-                                                          if overrides or flags else "") + "\n"
-                       + yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
-            return
-        if note:
-            from .config import describe
+        check_data_dir(data)
+    flags = tuple(f"{key}={value}" for key, value in (
+        ("train.precision", precision), ("train.compile", "true" if compile_ else None), ("train.epochs", epochs),
+        ("train.batch_size", batch_size), ("optim.lr", lr), ("train.seed", seed), ("train.device", device),
+        ("data.num_workers", workers)) if value is not None)
+    cfg = load_config(config_file, (*overrides, *flags), stem=int(stem) if stem else None, data=data,
+                      complete=run_config)  # a truncated run config must not fall back to defaults
+    if print_config:
+        click.echo(f"# resolved from {config_file}" + (f" + {len(overrides) + len(flags)} override(s)"
+                                                      if overrides or flags else "") + "\n"
+                   + yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
+        return
+    if note:
+        from .config import describe
 
-            click.echo(note.format(summary=describe(cfg)), err=True)
-        summary = run_training(cfg, out_dir, resume=resume, progress=not no_progress,
-                               log=lambda m: click.echo(m, err=True), command=_command_line())
-    except (CheckpointError, BridgeError, FileNotFoundError) as exc:  # ConfigError: GuardedGroup, exit 2
-        raise click.ClickException(str(exc)) from None
+        click.echo(note.format(summary=describe(cfg)), err=True)
+    summary = run_training(cfg, out_dir, resume=resume, progress=not no_progress, command=_command_line())
     if summary.get("rank", 0) == 0:  # under torchrun only rank 0 reports
         click.echo(json.dumps({k: summary[k] for k in ("out_dir", "epochs", "best_top1", "final", "wall_seconds")},
                               indent=2))
@@ -213,28 +240,29 @@ def train(stem: str | None, config_file: str | None, overrides: tuple[str, ...],
 @click.option("--split", default="val", show_default=True)
 @click.option("--boxes", type=click.Choice(["gt", "detections", "both"]), default="gt", show_default=True,
               help="Ground-truth boxes, the detector's boxes labelled by IoU (background if trained with it), or both.")
-@click.option("--detections-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="COCO results JSON (default: DATA/detections/*_SPLIT.json).")
+@click.option("--detections", "--detections-file", "detections_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="COCO results JSON, as rescore's --detections (default: DATA/detections/*_SPLIT.json; "
+                                 "--detections-file is the older spelling).")
 @click.option("--no-ema", is_flag=True, help="Evaluate the raw weights instead of their moving average.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (worth it for large splits).")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, callback=writable_file,
-              help="metrics.json to write.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, callback=writable_file,
+              help="Metrics JSON to write (default: eval_SPLIT.json beside the checkpoint).")
 def eval_cmd(checkpoint: str, data: str | None, split: str, boxes: str, detections_file: str | None, no_ema: bool,
-             batch_size: int | None, device: str, compile_: bool, out_file: str) -> None:
+             batch_size: int | None, device: str, compile_: bool, out_file: str | None) -> None:
     """Top-1/top-5, balanced accuracy, per size bucket, per class, confusion matrix, bootstrap CI of a checkpoint."""
-    from detection_bridge.errors import BridgeError
+    from pathlib import Path
 
-    from .checkpoint import CheckpointError
+    from ._cli_guard import check_writable_dir
     from .training.evaluate import evaluate_checkpoint
 
-    try:
-        m = evaluate_checkpoint(checkpoint, data=data, split=split, boxes=boxes, detections_file=detections_file,
-                                use_ema=not no_ema, batch_size=batch_size, device=device, out=out_file,
-                                log=lambda msg: click.echo(msg, err=True), compile=compile_)
-    except (CheckpointError, BridgeError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+    if out_file is None:
+        out_file = str(Path(checkpoint).parent / f"eval_{split}.json")
+        check_writable_dir(Path(out_file).parent)  # before any work, as an --out given would be
+    m = evaluate_checkpoint(checkpoint, data=data, split=split, boxes=boxes, detections_file=detections_file,
+                            use_ema=not no_ema, batch_size=batch_size, device=device, out=out_file,
+                            compile=compile_)
 
     def fmt(value: float | None) -> str:
         return "n/a" if value is None or value != value else f"{value:.4f}"
@@ -267,21 +295,14 @@ def bench(preset: str, data: str | None, seeds: int | None, variants: str | None
     import shlex
     from pathlib import Path
 
-    from detection_bridge.errors import BridgeError
-
-    from .bench import BenchError, load_bench_preset, run_bench
-    from .checkpoint import CheckpointError
+    from .bench import load_bench_preset, run_bench
 
     args = ["lowres", "bench", "--preset", preset, *(["--data", data] if data else []),
             *(["--seeds", str(seeds)] if seeds else []), *(["--variants", variants] if variants else []),
             *[a for o in overrides for a in ("--set", o)], "--out", out_dir]
-    try:
-        spec = load_bench_preset(preset, overrides, seeds=seeds,
-                                 variants=[v.strip() for v in variants.split(",")] if variants else None)
-        report = run_bench(spec, out_dir, data=data, command=shlex.join(args), progress=not no_progress,
-                           log=lambda m: click.echo(m, err=True))
-    except (BenchError, CheckpointError, BridgeError, FileNotFoundError) as exc:  # ConfigError: exit 2
-        raise click.ClickException(str(exc)) from None
+    spec = load_bench_preset(preset, overrides, seeds=seeds,
+                             variants=[v.strip() for v in variants.split(",")] if variants else None)
+    report = run_bench(spec, out_dir, data=data, command=shlex.join(args), progress=not no_progress)
     for row in report["rows"]:
         lo, hi = row["top1_ci"]
         click.echo(f"{row['variant']:>12}: top-1 {100 * row['top1']:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]  "

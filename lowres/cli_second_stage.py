@@ -13,8 +13,7 @@ def _checkpoint_data(checkpoint: str) -> str:
     from .training.evaluate import checkpoint_data_path
 
     state = load_checkpoint(checkpoint)
-    path = checkpoint_data_path(state["config"]["data"].get("path"), state.get("provenance") or [], checkpoint,
-                                lambda m: click.echo(m, err=True))
+    path = checkpoint_data_path(state["config"]["data"].get("path"), state.get("provenance") or [], checkpoint)
     if path is None:
         raise click.UsageError(f"{checkpoint} was trained on the synthetic set: give --data DIR [--split S] or "
                                "--images DIR [--annotations FILE]")
@@ -57,8 +56,8 @@ def _checkpoint_data(checkpoint: str) -> str:
               help="Drop detections whose background probability exceeds this (models with a background class; "
                    ">= 1 disables).")
 @click.option("--skip-unknown", is_flag=True, help="Count and skip detections for image ids with no image.")
-@click.option("--batch-images", type=int, default=8, show_default=True, help="Images decoded and classified together.")
-@click.option("--chunk-size", type=int, default=64, show_default=True, help="Crops per model call (memory bound).")
+@click.option("--batch-images", type=click.IntRange(min=1), default=8, show_default=True, help="Images decoded and classified together.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=64, show_default=True, help="Crops per model call (memory bound).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto = cuda when available, else cpu.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of their moving average.")
@@ -68,7 +67,7 @@ def _checkpoint_data(checkpoint: str) -> str:
               help="JSON {detector label: COCO category id} (or a list indexed by label) when the detections' "
                    "category_id are not COCO ids; outputs are written in COCO ids.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the classifier (worth it for many images).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal anyway).")
 def rescore(checkpoint: str, detections: str, data: str | None, split: str, images: str | None,
             annotations: str | None, out_file: str, fusion: tuple[str, ...], max_area: str | None,
             calibrate_split: str, calibrate_detections: str | None, fusion_params: str | None, crossfit: int,
@@ -78,49 +77,42 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
     """Rescore a detector's COCO results with a second-stage classifier; with ground truth, print COCO AP
     (AP, AP50, AP75, APs, APm, APl) before and after, per fusion rule."""
     from ._atomic import atomic_write_json
+    from ._console import progress_bar
     from .rcnn import SecondStage
     from .rcnn.calibrate import rescore_fusions
-    from .rcnn.files import metrics_table, rescore_file
-    from .checkpoint import CheckpointError
+    from .rcnn.files import load_label_map, metrics_table, rescore_file
+    from .runtime import resolve_device
 
     if data is not None and (images is not None or annotations is not None):
         raise click.UsageError("give either --data DIR [--split S] or --images DIR [--annotations FILE], not both")
     if annotations is not None and images is None:
         raise click.UsageError("--annotations needs --images")
     threshold = None if background_threshold >= 1 else background_threshold
-    try:
-        from tqdm.auto import tqdm
+    mapping = load_label_map(label_map) if label_map else None
+    if data is None and images is None:
+        data = _checkpoint_data(checkpoint)
+    if "auto" in fusion and data is None:
+        raise click.UsageError("--fusion auto needs --data: the calibration split's ground truth is found there")
+    if crossfit == 1:
+        raise click.UsageError("--crossfit K needs K >= 2 folds (0 = off)")
+    if "auto" in fusion and mapping is not None:
+        raise click.UsageError("--fusion auto calibrates on COCO category ids: it does not take --label-map yet")
 
-        from .rcnn.files import load_label_map
-        from .runtime import resolve_device
-
-        mapping = load_label_map(label_map) if label_map else None
-        if data is None and images is None:
-            data = _checkpoint_data(checkpoint)
-        if "auto" in fusion and data is None:
-            raise click.UsageError("--fusion auto needs --data: the calibration split's ground truth is found there")
-        if crossfit == 1:
-            raise click.UsageError("--crossfit K needs K >= 2 folds (0 = off)")
-        if "auto" in fusion and mapping is not None:
-            raise click.UsageError("--fusion auto calibrates on COCO category ids: it does not take --label-map yet")
-
-        dev = resolve_device(device)
-        stage = SecondStage.from_checkpoint(checkpoint, dev, use_ema=not no_ema, chunk_size=chunk_size,
-                                            precision=precision, compile=compile_)
-        with tqdm(desc="calibrate", unit="img", disable=no_progress or "auto" not in fusion, dynamic_ncols=True) as bar:
-            fusions = rescore_fusions(stage, fusion, checkpoint=checkpoint, detections=detections, data=data,
-                                      background_threshold=threshold, max_area=max_area, split=calibrate_split,
-                                      calibration=calibrate_detections, params_out=fusion_params,
-                                      batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
-                                      progress=bar.update, report=click.echo)
-        with tqdm(desc="rescore", unit="img", disable=no_progress, dynamic_ncols=True) as bar:
-            summary = rescore_file(stage, detections, out_file, fusions=fusions, data=data, split=split,
-                                   images=images, annotations=annotations, background_threshold=threshold,
-                                   batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
-                                   progress=bar.update, label_map=mapping, crossfit=crossfit, report=click.echo)
-    except (CheckpointError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"{summary['detections']} detections on {summary['images']} images; kept {summary['kept']}; "
+    stage = SecondStage.from_checkpoint(checkpoint, resolve_device(device), use_ema=not no_ema,
+                                        chunk_size=chunk_size, precision=precision, compile=compile_)
+    with progress_bar(not no_progress and "auto" in fusion, desc="calibrate", unit="img") as bar:
+        fusions = rescore_fusions(stage, fusion, checkpoint=checkpoint, detections=detections, data=data,
+                                  background_threshold=threshold, max_area=max_area, split=calibrate_split,
+                                  calibration=calibrate_detections, params_out=fusion_params,
+                                  batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
+                                  progress=bar.update, report=click.echo)
+    with progress_bar(not no_progress, desc="rescore", unit="img") as bar:
+        summary = rescore_file(stage, detections, out_file, fusions=fusions, data=data, split=split,
+                               images=images, annotations=annotations, background_threshold=threshold,
+                               batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
+                               progress=bar.update, label_map=mapping, crossfit=crossfit, report=click.echo)
+    kept = ", ".join(f"{n} ({rule})" for rule, n in summary["kept"].items())
+    click.echo(f"{summary['detections']} detections on {summary['images']} images; kept {kept}; "
                f"skipped {summary['skipped'] or 'none'}")
     for rule, path in summary["outputs"].items():
         click.echo(f"{rule}: {path}")
@@ -142,12 +134,8 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
 def export(checkpoint: str, fmt: str, out_file: str, softmax: bool, no_ema: bool, opset: int) -> None:
     """Export the eval-mode classifier (input: normalised crops N x 3 x S x S, dynamic N) with its metadata."""
     from .export import export_checkpoint, load_metadata
-    from .checkpoint import CheckpointError
 
-    try:
-        path = export_checkpoint(checkpoint, out_file, fmt, softmax=softmax, use_ema=not no_ema, opset=opset)
-    except (CheckpointError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    path = export_checkpoint(checkpoint, out_file, fmt, softmax=softmax, use_ema=not no_ema, opset=opset)
     meta = load_metadata(path)
     click.echo(f"{fmt}: {path} (stem {meta['stem']}, {meta['num_classes']} classes, output {meta['output']['name']}; "
                f"metadata also in {path}.json)")

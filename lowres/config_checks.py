@@ -1,43 +1,99 @@
-"""Value checks of a training config: types (``check_value``) and ranges (``check_ranges``).
+"""What a config key is besides its type: its range check, its kind and when it was added (``key``), and the
+checks derived from that (``check_value`` for types, ``check_ranges`` for ranges, ``missing_keys`` for run
+configs written before a key existed, ``keys_of_kind`` for the runtime and architecture sets).
 
-Kept apart from :mod:`lowres.config` (the dataclasses, presets and YAML) so each reads in one sitting; every
-failure is a :class:`ConfigError` naming the key, because a silently accepted bad value costs a whole run.
+Each field of :mod:`lowres.config` is declared once, with :func:`key`, and every list of key names is derived
+from those declarations: forgetting a hand-kept list had broken resuming once. Every failure is a
+:class:`ConfigError` naming the key, because a silently accepted bad value costs a whole run.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import typing
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union
+
+from .errors import ConfigError
 
 if TYPE_CHECKING:  # annotations only: config.py imports this module
     from .config import Config
 
-__all__ = ["ConfigError", "check_value", "check_ranges", "missing_keys", "ADDED_KEYS"]
+__all__ = ["ConfigError", "key", "Range", "POSITIVE", "UNIT", "NON_NEGATIVE", "ARCHITECTURE", "RECIPE", "RUNTIME",
+           "check_value", "check_ranges", "missing_keys", "keys_of_kind", "added_keys", "field_meta"]
 
-# Keys added after run folders were first written: a resolved config.yaml from before them lacks them, and their
-# defaults reproduce what such a run did, so resuming it must not call the file truncated: the bridge's matching
-# and jitter options (reachable from Python only before), how crops are stored and built (auto = raw for small
-# data, as before; one thread), how a run is watched and kept (log lines, TensorBoard, epoch checkpoints: no
-# effect on the weights) and compilation (off); and fine-tuning's options (no background copies, one lr, running
-# batch-norm statistics: what every earlier run did).
-ADDED_KEYS = frozenset({"data.iou_positive", "data.iou_background", "data.score_threshold", "data.top_k",
-                        "data.jitter", "data.jitter_iou", "data.crop_storage", "data.build_workers",
-                        "train.keep_checkpoints", "train.log_every", "train.tensorboard", "train.compile",
-                        "data.background_copies", "optim.trunk_lr_factor", "train.bn_stats"})
+ARCHITECTURE = "architecture"  # what the weights are: a resume must keep it (another stem or width is another net)
+RECIPE = "recipe"  # what is learnt, and from what: two runs that differ here are different runs
+RUNTIME = "runtime"  # where and how fast, how it is watched and kept: never what is learnt (a bench run is reused)
+_KINDS = (ARCHITECTURE, RECIPE, RUNTIME)
+_NO_DEFAULT: Any = object()
 
 
-class ConfigError(ValueError):
-    """A config key is unknown or its value has the wrong type or range (the message names the key)."""
+@dataclass(frozen=True)
+class Range:
+    """A value's allowed range, said as ``'KEY' must be TEXT``: ``low``/``high`` bounds (None: open-ended),
+    ``low_open``: the low bound itself is excluded. ``None`` values (optional keys) always pass."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    text: str = ""
+
+    def ok(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value <= self.high
 
 
-def missing_keys(raw: Any, defaults: dict[str, dict[str, Any]]) -> list[str]:
-    """Keys of a full config (``defaults``) that ``raw`` lacks, but for :data:`ADDED_KEYS`: a resolved config.yaml
-    has them all, so any missing one means the file was truncated or hand-edited (and would otherwise silently
-    fall back to defaults)."""
+POSITIVE = Range(0, low_open=True, text="> 0")
+UNIT = Range(0, 1, text="in [0, 1]")
+NON_NEGATIVE = Range(0, text=">= 0")
+
+
+def key(default: Any = _NO_DEFAULT, *, factory: Any = None, kind: str = RECIPE, check: Range | None = None,
+        added: str | None = None) -> Any:
+    """A config field with what else it is: ``kind`` (:data:`ARCHITECTURE`, :data:`RECIPE`, :data:`RUNTIME`),
+    ``check`` (its :class:`Range`), ``added`` (the code date that added it: run configs written before it
+    lack the key, and its default is what those runs did, so resuming one does not call it truncated)."""
+    assert kind in _KINDS, kind
+    meta = {"kind": kind, "check": check, "added": added}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def field_meta(section_cls: type) -> dict[str, dict[str, Any]]:
+    """``{field name: metadata}`` of one config section (``kind`` recipe when a field declares none)."""
+    return {f.name: {"kind": RECIPE, "check": None, "added": None, **f.metadata}
+            for f in dataclasses.fields(section_cls)}
+
+
+def _all_meta(config_cls: type) -> dict[str, dict[str, Any]]:
+    hints = typing.get_type_hints(config_cls)
+    return {f"{section.name}.{name}": meta for section in dataclasses.fields(config_cls)
+            for name, meta in field_meta(hints[section.name]).items()}
+
+
+def keys_of_kind(config_cls: type, kind: str) -> tuple[str, ...]:
+    """The dotted keys of one kind in declaration order, e.g. the runtime keys a bench run is reused across."""
+    return tuple(k for k, meta in _all_meta(config_cls).items() if meta["kind"] == kind)
+
+
+def added_keys(config_cls: type) -> frozenset[str]:
+    """Keys newer than some written run configs (they declare ``added``)."""
+    return frozenset(k for k, meta in _all_meta(config_cls).items() if meta["added"])
+
+
+def missing_keys(raw: Any, config_cls: type) -> list[str]:
+    """Keys of a full config that ``raw`` lacks, but for :func:`added_keys`: a resolved config.yaml has them
+    all, so any missing one means the file was truncated or hand-edited (and would otherwise silently fall
+    back to defaults)."""
     raw = raw if isinstance(raw, dict) else {}
-    return [f"{name}.{key}" for name, section in defaults.items() for key in section
-            if f"{name}.{key}" not in ADDED_KEYS and (not isinstance(raw.get(name), dict) or key not in raw[name])]
+    newer = added_keys(config_cls)
+    return [k for k in _all_meta(config_cls) if k not in newer
+            and (not isinstance(raw.get(k.split(".")[0]), dict) or k.split(".")[1] not in raw[k.split(".")[0]])]
 
 
 def _type_name(hint: Any) -> str:
@@ -98,52 +154,21 @@ def _non_finite(node: Any, prefix: str = "") -> str | None:
 
 
 def check_ranges(cfg: Config, source: str) -> None:
-    """Value checks the types cannot express: finite numbers, positive sizes, probabilities in [0, 1]."""
-    key = _non_finite(cfg)
-    if key:
-        raise ConfigError(f"{source}: '{key}' must be a finite number, got {_get_field(cfg, key)!r}")
-    m, o, s, t, a = cfg.model, cfg.optim, cfg.schedule, cfg.train, cfg.augment
-    positive = {"model.width": m.width, "train.epochs": t.epochs, "train.batch_size": t.batch_size,
-                "eval.batch_size": cfg.eval.batch_size, "optim.lr": o.lr, "schedule.decay_epochs": s.decay_epochs,
-                "eval.every": cfg.eval.every, "model.min_depth": m.min_depth, "eval.bootstrap": cfg.eval.bootstrap,
-                "crop.context": cfg.crop.context, "augment.box_scale_min": a.box_scale_min,
-                "augment.aspect_min": a.aspect_min, "schedule.decay_rate": s.decay_rate, "optim.eps": o.eps,
-                "optim.clip_grad_norm": o.clip_grad_norm, "train.threads": t.threads,
-                "train.max_steps_per_epoch": t.max_steps_per_epoch, "data.max_train": cfg.data.max_train,
-                "data.max_val": cfg.data.max_val, "data.top_k": cfg.data.top_k, "data.jitter_iou": cfg.data.jitter_iou,
-                "optim.trunk_lr_factor": o.trunk_lr_factor}
-    for key, value in positive.items():
-        if value is not None and value <= 0:
-            raise ConfigError(f"{source}: '{key}' must be > 0, got {value!r}")
-    unit = {"train.label_smoothing": t.label_smoothing, "train.ema_decay": t.ema_decay, "model.dropout": m.dropout,
-            "optim.rms_decay": o.rms_decay, "optim.momentum": o.momentum, "optim.beta2": o.beta2, "eval.ci": cfg.eval.ci,
-            "augment.hflip": a.hflip, "augment.p_color": a.p_color, "schedule.warmup_start": s.warmup_start,
-            "schedule.min_lr_factor": s.min_lr_factor, "augment.hue": a.hue, "data.jitter_iou": cfg.data.jitter_iou}
-    for key, value in unit.items():
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{source}: '{key}' must be in [0, 1], got {value!r}")
-    non_negative = {"train.checkpoint_every": t.checkpoint_every, "data.num_workers": cfg.data.num_workers,
-                    "optim.weight_decay": o.weight_decay, "train.aux_weight": t.aux_weight,
-                    "schedule.warmup_epochs": s.warmup_epochs, "crop.margin": cfg.crop.margin,
-                    "augment.color": a.color, "data.min_size": cfg.data.min_size, "data.jitter": cfg.data.jitter,
-                    "data.background_copies": cfg.data.background_copies}
-    for key, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{source}: '{key}' must be >= 0, got {value!r}")
-    if not (0.0 < cfg.augment.area_min <= cfg.augment.area_max <= 1.0 and 0.0 < cfg.crop.central_fraction <= 1.0
-            and cfg.data.decode_cache_gb >= 0.0):
-        raise ConfigError(f"{source}: need 0 < augment.area_min <= augment.area_max <= 1, 0 < crop.central_fraction"
-                          f" <= 1 and data.decode_cache_gb >= 0")
-    for key, value in {"crop.size": cfg.crop.size, "crop.upsample_to": cfg.crop.upsample_to}.items():
-        if value is not None and value < 8:
-            raise ConfigError(f"{source}: '{key}' must be null or >= 8 pixels, got {value!r}")
-    if cfg.train.keep_checkpoints < 0:
-        raise ConfigError(f"{source}: 'train.keep_checkpoints' must be >= 0, got {cfg.train.keep_checkpoints!r}")
-    if cfg.train.log_every < 1:
-        raise ConfigError(f"{source}: 'train.log_every' must be >= 1, got {cfg.train.log_every!r}")
-    if not 0.0 <= cfg.data.iou_background <= cfg.data.iou_positive <= 1.0:  # the bridge's MatchParams rule
+    """Value checks the types cannot express: finite numbers, each key's :class:`Range` (declared with it), and
+    the few rules between two keys."""
+    key_name = _non_finite(cfg)
+    if key_name:
+        raise ConfigError(f"{source}: '{key_name}' must be a finite number, got {_get_field(cfg, key_name)!r}")
+    for name, meta in _all_meta(type(cfg)).items():
+        check, value = meta["check"], _get_field(cfg, name)
+        if check is not None and not check.ok(value):
+            raise ConfigError(f"{source}: '{name}' must be {check.text}, got {value!r}")
+    a, d = cfg.augment, cfg.data
+    if not a.area_min <= a.area_max:
+        raise ConfigError(f"{source}: need augment.area_min <= augment.area_max, got {a.area_min} and {a.area_max}")
+    if not d.iou_background <= d.iou_positive:  # the bridge's MatchParams rule
         raise ConfigError(f"{source}: need 0 <= data.iou_background <= data.iou_positive <= 1, got "
-                          f"{cfg.data.iou_background} and {cfg.data.iou_positive}")
+                          f"{d.iou_background} and {d.iou_positive}")
     for low, high in (("box_scale_min", "box_scale_max"), ("aspect_min", "aspect_max")):
         if getattr(a, low) > getattr(a, high):
             raise ConfigError(f"{source}: 'augment.{low}' must be <= 'augment.{high}'")
@@ -152,4 +177,3 @@ def check_ranges(cfg: Config, source: str) -> None:
 def _get_field(cfg: Config, dotted: str) -> Any:
     section, name = dotted.split(".")
     return getattr(getattr(cfg, section), name)
-

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from . import __version__
 from ._atomic import atomic_write_bytes, atomic_write_json
 from .builder import load_model
+from .errors import InputError
 
 __all__ = ["FORMATS", "ExportableClassifier", "export_model", "export_checkpoint", "export_metadata", "load_metadata"]
 
@@ -40,7 +41,7 @@ def check_opset(opset: int) -> None:
 
     highest = onnx.defs.onnx_opset_version()
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= highest:
-        raise ValueError(f"ONNX opset {opset!r} is not supported: choose {MIN_OPSET}..{highest} (torch's exporter "
+        raise InputError(f"ONNX opset {opset!r} is not supported: choose {MIN_OPSET}..{highest} (torch's exporter "
                          f"builds opset {MIN_OPSET}+ natively; the installed onnx knows up to {highest})")
 
 
@@ -97,7 +98,7 @@ def _export_onnx(module: ExportableClassifier, example: Tensor, meta_json: str, 
     proto = program.model_proto
     produced = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if produced != opset:
-        raise ValueError(f"the ONNX exporter produced opset {produced}, not the requested {opset}")
+        raise InputError(f"the ONNX exporter produced opset {produced}, not the requested {opset}")
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, meta_json
     return proto.SerializeToString()
@@ -153,5 +154,5 @@ def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         torch.jit.load(str(path), map_location="cpu", _extra_files=files)
     if not files[f"{METADATA_KEY}.json"]:
-        raise ValueError(f"{path} holds no lowres metadata")
+        raise InputError(f"{path} holds no lowres metadata")
     return json.loads(files[f"{METADATA_KEY}.json"])

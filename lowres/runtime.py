@@ -19,6 +19,7 @@ import torch
 from detection_bridge.boxes import CropGeometry
 
 from .config import Config
+from .errors import InputError
 
 __all__ = ["resolve_device", "autocast", "memory_format", "model_input_size", "crop_size", "input_size",
            "geometry_from_config"]
@@ -35,13 +36,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device {name!r} is not a torch device (use auto, cpu, cuda or cuda:N)") from None
+        raise InputError(f"device {name!r} is not a torch device (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: no CUDA GPU is available here; use --device cpu (or auto)")
+        raise InputError(f"device {name!r}: no CUDA GPU is available here; use --device cpu (or auto)")
     if device.type == "cuda" and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        raise InputError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return device
 
 

@@ -21,6 +21,21 @@ def _deterministic() -> None:
 
 
 @pytest.fixture
+def console():
+    """The CLI's console logging (lowres._console.setup_console) for one test, removed afterwards."""
+    import logging
+
+    from lowres._console import LOGGERS, setup_console
+
+    setup_console()
+    yield
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+
+
+@pytest.fixture
 def coco_mini() -> Path:
     """The real COCO slice beside the repository; tests that need it skip, saying why, where it is absent."""
     if not (COCO_MINI / "annotations" / "instances_val.json").is_file():

@@ -47,13 +47,16 @@ def test_opening_a_crop_cache_marks_it_used(tmp_path):
     from detection_bridge.coco import load_split
 
     data = synthetic.generate(tmp_path / "data")
-    records = load_split(data, "val").records[:4]
-    cache = build_cache(records, 32, tmp_path / "crops")
+    crop_set = load_split(data, "val")
+    records = crop_set.records[:4]
+    cache = build_cache(records, 32, tmp_path / "crops", **crop_set.cache_inputs())
+    listed = CliRunner().invoke(main, ["cache", "list", "--cache-dir", str(tmp_path)])
+    assert f"[data/images/val ({len(records)} crops)]" in listed.output  # which data set and split it holds
     old = time.time() - 30 * 86400
     for p in [*cache.path.iterdir(), cache.path]:
         os.utime(p, (old, old))
     assert clean_cache(tmp_path, older_than_days=7, dry_run=True)
-    assert open_cache(tmp_path / "crops", records, 32) is not None
+    assert open_cache(tmp_path / "crops", records, 32, **crop_set.cache_inputs()) is not None
     assert not clean_cache(tmp_path, older_than_days=7, dry_run=True)
 
 

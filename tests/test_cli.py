@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -28,7 +29,7 @@ def test_info_table_and_bad_width() -> None:
     result = CliRunner().invoke(main, ["info", "--width", "0.25"])
     assert result.exit_code == 0 and "| 79 | 79x79 | 36 | 17 | 8 |" in result.output
     bad = CliRunner().invoke(main, ["info", "--width", "-1"])
-    assert bad.exit_code != 0 and "width must be positive" in bad.output
+    assert bad.exit_code == 2 and "'--width'" in bad.output  # refused while parsing options
     assert "Traceback" not in bad.output
 
 
@@ -39,19 +40,23 @@ def test_subcommand_help(command: str) -> None:
 
 
 def test_crops_on_synthetic_default_writes_cache_and_summary(tmp_path) -> None:
-    result = CliRunner().invoke(main, ["crops", "--split", "val", "--size", "79", "--out", str(tmp_path)])
+    result = CliRunner().invoke(main, ["crops", "--split", "val", "--size", "79", "--cache-dir", str(tmp_path / "c"),
+                                       "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "embedded synthetic set" in result.output
     summary = json.loads((tmp_path / "summary_val_79px.json").read_text())
     assert summary["num_records"] > 0 and summary["cache"]["num_crops"] == summary["num_records"]
     assert sum(summary["per_size_bucket"].values()) == summary["num_records"]
+    assert "\r" not in result.output  # no progress bar drawn into a pipe
+    assert "lowres train` looks for crop caches in CACHE_DIR/crops" in result.output  # --out is not where it looks
 
 
 def test_crops_selection_options_reach_the_bridge(tmp_path) -> None:
-    data = tmp_path / "data"
-    CliRunner().invoke(main, ["crops", "--split", "val", "--size", "16", "--out", str(data)])  # generates the set
-    dets = data / "synthetic" / "detections" / "synthetic_val.json"
-    args = ["crops", "--data", str(data / "synthetic"), "--split", "val", "--size", "16", "--detections", str(dets)]
+    data = tmp_path / "cache"
+    CliRunner().invoke(main, ["crops", "--split", "val", "--size", "16", "--cache-dir", str(data)])  # generates the set
+    dets = data / "synthetic-seed0" / "detections" / "synthetic_val.json"
+    args = ["crops", "--data", str(data / "synthetic-seed0"), "--split", "val", "--size", "16", "--detections",
+            str(dets)]
     every = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
     some = CliRunner().invoke(main, [*args, "--top-k", "1", "--score-threshold", "0.3", "--jitter", "2",
                                      "--out", str(tmp_path / "b")])
@@ -71,3 +76,33 @@ def test_crops_bad_annotations_is_a_clear_error(tmp_path) -> None:
                                        "--out", str(tmp_path / "out")])
     assert result.exit_code != 0 and "instances.json" in result.output
     assert "Traceback" not in result.output
+
+
+def test_train_takes_the_flags_timm_users_reach_for_first() -> None:
+    import yaml
+
+    result = CliRunner().invoke(main, ["train", "--config", "smoke", "--print-config", "--epochs", "3", "-b", "4",
+                                       "--lr", "0.01", "--seed", "5", "--device", "cpu", "-j", "2",
+                                       "--set", "train.epochs=9"])  # a flag wins over --set
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load(result.output)
+    assert (cfg["train"]["epochs"], cfg["train"]["batch_size"], cfg["optim"]["lr"]) == (3, 4, 0.01)
+    assert (cfg["train"]["seed"], cfg["train"]["device"], cfg["data"]["num_workers"]) == (5, "cpu", 2)
+
+
+def test_eval_and_rescore_spell_the_detections_option_alike() -> None:
+    import re
+
+    for command in ("eval", "rescore"):
+        assert re.search(r"--detections(?![-\w])", CliRunner().invoke(main, [command, "--help"]).output), command
+    assert "--detections-file" in CliRunner().invoke(main, ["eval", "--help"]).output  # the older spelling
+
+
+def test_eval_without_out_writes_beside_the_checkpoint(trained_checkpoint, tmp_path) -> None:
+    import shutil
+
+    checkpoint = Path(shutil.copy(trained_checkpoint, tmp_path / "last.pt"))
+    result = CliRunner().invoke(main, ["eval", "--checkpoint", str(checkpoint), "--boxes", "gt"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "eval_val.json").read_text())["count"] > 0
+    assert f"-> {tmp_path / 'eval_val.json'}" in result.output

@@ -10,9 +10,10 @@ time the model's forward pass only: no data loading, no crop upsampling.
 """
 from __future__ import annotations
 
+import logging
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,8 @@ from ..runtime import autocast, memory_format, resolve_device
 from .variants import ThroughputSpec
 
 __all__ = ["profile_variant", "measure_throughput", "speeds_differ"]
+
+logger = logging.getLogger(__name__)
 
 
 def _fresh_model(cfg: Config, num_classes: int) -> nn.Module:
@@ -64,12 +67,11 @@ def speeds_differ(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return max(ra) < min(rb) or max(rb) < min(ra)
 
 
-def measure_throughput(variants: dict[str, tuple[Config, int, int]], spec: ThroughputSpec,
-                       log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def measure_throughput(variants: dict[str, tuple[Config, int, int]], spec: ThroughputSpec) -> dict[str, Any]:
     """Inference images/s per variant: ``variants`` maps name -> (config, num_classes, input side).
 
-    Device, precision, channels_last and threads are the configs' (the same for every variant). ``log`` hears
-    of each finished round (the measurement takes a while on a CPU, and silence looks like a hang).
+    Device, precision, channels_last and threads are the configs' (the same for every variant). Each finished
+    round is logged (the measurement takes a while on a CPU, and silence looks like a hang).
     Returns ``{name: {"images_per_s": median round, "spread": [slowest, fastest], "rounds": [...], "batch": B,
     ...}}``.
     """
@@ -88,9 +90,8 @@ def measure_throughput(variants: dict[str, tuple[Config, int, int]], spec: Throu
     for k in range(spec.rounds):
         for name, (model, x, precision) in prepared.items():
             rounds[name].append(_images_per_s(model, x, warmup=spec.warmup, iters=spec.iters, precision=precision))
-        if log is not None:
-            log(f"  speed round {k + 1}/{spec.rounds}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rounds.items())
-                + " images/s")
+        logger.info(f"  speed round {k + 1}/{spec.rounds}: "
+                    + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rounds.items()) + " images/s")
     return {name: {"images_per_s": statistics.median(values), "spread": [min(values), max(values)],
                    "rounds": values, "batch": spec.batch,
                    "device": str(prepared[name][1].device), "precision": prepared[name][2]}

@@ -16,12 +16,12 @@ same process, so the speed column always compares like with like.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -29,6 +29,8 @@ import yaml
 from .._atomic import atomic_write_json
 from ..builder import load_model
 from ..config import Config
+from ..config_checks import RUNTIME, keys_of_kind
+from ..errors import BenchError
 from ..provenance import git_state
 from ..runtime import resolve_device
 from ..training.evaluate import evaluate_loaded
@@ -40,34 +42,11 @@ from .variants import VARIANTS, BenchSpec, variant_config
 
 __all__ = ["BenchError", "run_bench", "run_variant", "evaluate_run", "config_differences", "RUNTIME_KEYS"]
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
-# Keys that change where or how fast a run goes, not what it learns: a finished run is reused across them.
-RUNTIME_KEYS = frozenset({"data.cache_dir", "data.num_workers", "train.threads", "train.device",
-                          "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.tensorboard",
-                          "train.compile"})
-
-
-class BenchError(RuntimeError):
-    """A report folder holds runs of another configuration, or a run cannot be read back."""
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _quiet_repeats(log: Log) -> Log:
-    """Each distinct note once: the synthetic-data note would repeat per variant."""
-    seen: set[str] = set()
-
-    def emit(message: str) -> None:
-        if message in seen:
-            return
-        if message.startswith("note:"):
-            seen.add(message)
-        log(message)
-
-    return emit
+# Keys that change where or how fast a run goes, not what it learns: a finished run is reused across them
+# (declared with each field in lowres/config.py).
+RUNTIME_KEYS = frozenset(keys_of_kind(Config, RUNTIME))
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -104,7 +83,7 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def evaluate_run(cfg: Config, run_dir: Path, log: Log = _stderr) -> dict[str, Any]:
+def evaluate_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Evaluate the run's final checkpoint (EMA weights when configured) on the validation split.
 
     ``lowres eval``'s evaluation (:func:`lowres.training.evaluate.evaluate_loaded`) under the run's own config,
@@ -114,28 +93,28 @@ def evaluate_run(cfg: Config, run_dir: Path, log: Log = _stderr) -> dict[str, An
     loaded = load_model(run_dir / "last.pt", use_ema=cfg.eval.use_ema, device=cfg.train.device)
     result = evaluate_loaded(loaded, cfg, cfg.data.val_split)
     metrics = result.metrics
-    log(f"  val: top-1 {metrics['top1']:.4f} on {metrics['count']} crops ({loaded.weights} weights, "
-        f"epoch {loaded.epoch})")
+    logger.info(f"  val: top-1 {metrics['top1']:.4f} on {metrics['count']} crops ({loaded.weights} weights, "
+                f"epoch {loaded.epoch})")
     return {"metrics": metrics, "predictions": result.per_crop(), "weights": loaded.weights,
             "epochs": int(loaded.epoch or 0), "steps": int(loaded.global_step or 0),
             "num_classes": loaded.category_map.num_classes, "data_dir": str(result.data_dir)}
 
 
 def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: bool = True,
-                log: Log = _stderr, command: str | None = None) -> dict[str, Any]:
+                command: str | None = None) -> dict[str, Any]:
     """Train (or resume, or reuse) one variant x seed in ``run_dir`` and return its result dict."""
     result_path = run_dir / "result.json"
     if result_path.is_file():
         result = json.loads(result_path.read_text(encoding="utf-8"))
         _check_same_config(run_dir, result["config"], cfg, "finished run")
-        log(f"{name} seed {seed}: finished earlier ({result_path}); not retrained")
+        logger.info(f"{name} seed {seed}: finished earlier ({result_path}); not retrained")
         return {**result, "reused": True}
     saved = run_dir / "config.yaml"
     if saved.is_file():
         _check_same_config(run_dir, yaml.safe_load(saved.read_text(encoding="utf-8")), cfg, "training run")
     resumed = (run_dir / "last.pt").is_file()
-    summary = train(cfg, run_dir, resume="auto", progress=progress, log=log, command=command)
-    result = evaluate_run(cfg, run_dir, log)
+    summary = train(cfg, run_dir, resume="auto", progress=progress, command=command)
+    result = evaluate_run(cfg, run_dir)
     history = _history(run_dir)
     result.update(variant=name, seed=seed, config=cfg.to_dict(), history=history, resumed=resumed,
                   train_seconds=float(sum(line.get("seconds", 0.0) for line in history)),
@@ -155,13 +134,13 @@ def environment(cfg: dict[str, Any]) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), **git_state()}
 
 
-def _costs(spec: BenchSpec, configs: dict[str, Config], results: dict[str, list[dict[str, Any]]],
-           log: Log) -> dict[str, dict[str, Any]]:
-    log(f"measuring parameters, GFLOPs and inference images/s of {len(configs)} variants "
-        f"(batch {spec.throughput.batch}, {spec.throughput.rounds} interleaved rounds)")
+def _costs(spec: BenchSpec, configs: dict[str, Config], results: dict[str, list[dict[str, Any]]]
+           ) -> dict[str, dict[str, Any]]:
+    logger.info(f"measuring parameters, GFLOPs and inference images/s of {len(configs)} variants "
+                f"(batch {spec.throughput.batch}, {spec.throughput.rounds} interleaved rounds)")
     jobs = {name: (cfg, int(results[name][0]["num_classes"]), VARIANTS[name].input_size)
             for name, cfg in configs.items()}
-    speed = measure_throughput(jobs, spec.throughput, log=log)
+    speed = measure_throughput(jobs, spec.throughput)
     return {name: {**profile_variant(cfg, n, size), **speed[name]} for name, (cfg, n, size) in jobs.items()}
 
 
@@ -179,7 +158,7 @@ def _wall_times(out: Path, seconds: float, results: dict[str, list[dict[str, Any
 
 
 def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None = None, command: str | None = None,
-              progress: bool = True, log: Log = _stderr) -> dict[str, Any]:
+              progress: bool = True) -> dict[str, Any]:
     """Run the benchmark of ``spec`` into ``out_dir`` and write report.md, report.json and the plots.
 
     ``data``: a coco-mini-layout folder (train on ``data.train_split``, report on ``data.val_split``);
@@ -187,10 +166,9 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    log = _quiet_repeats(log)
     if data is None and spec.config["data"]["path"] is None:
-        log("note: no --data given: the bench runs on the generated synthetic set; its numbers check the "
-            "pipeline and say nothing about COCO or the paper")
+        logger.info("note: no --data given: the bench runs on the generated synthetic set; its numbers check the "
+                    "pipeline and say nothing about COCO or the paper")
     elif data is not None:
         data = str(Path(data).expanduser().resolve())
     start = time.perf_counter()
@@ -201,20 +179,20 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
         for seed in spec.seed_values():
             cfg = variant_config(spec.config, variant, seed=seed, data=data)
             configs.setdefault(name, cfg)
-            log(f"== {name}: {variant.note} (seed {seed})")
+            logger.info(f"== {name}: {variant.note} (seed {seed})")
             results.setdefault(name, []).append(
                 run_variant(cfg, out / "runs" / name / f"seed{seed}", name=name, seed=seed, progress=progress,
-                            log=log, command=command))
+                            command=command))
     for runs in results.values():
         for r in runs:  # learning curves from what training wrote (scalars.csv), read afresh for reused runs too
             r["curves"] = run_curves(r["run_dir"], r["history"])
-    costs = _costs(spec, configs, results, log)
+    costs = _costs(spec, configs, results)
     report = build_report(spec, results, costs, configs=configs, data=data, command=command,
                           environment=environment(spec.config),
                           wall_times=_wall_times(out, time.perf_counter() - start, results))
     report["plots"] = write_plots(report, out)
     if not report["plots"]:
-        log("note: matplotlib is not installed, so no plots were drawn (pip install 'lowres[report]')")
+        logger.info("note: matplotlib is not installed, so no plots were drawn (pip install 'lowres[report]')")
     paths = write_report(report, out)
-    log(f"report: {paths['md']} ({paths['json'].name}, {', '.join(report['plots'])})")
+    logger.info(f"report: {paths['md']} ({paths['json'].name}, {', '.join(report['plots'])})")
     return report

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from .blocks import BasicConv2d, InceptionA, InceptionAux, InceptionB, InceptionC, InceptionD, InceptionE, make_depth
 from .stems import StemSpec, get_stem, grid_sizes, min_input_size
+from ..errors import InputError
 
 # The trunk's stages in forward order; their names are torchvision's, so state dicts load unchanged.
 _STAGE_5_6 = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e")
@@ -109,7 +110,7 @@ class LowResInception(nn.Module):
         need = self._min_size[with_aux]
         if x.shape[2] < need or x.shape[3] < need:
             mode = "training with the auxiliary head" if with_aux else "inference"
-            raise ValueError(
+            raise InputError(
                 f"input {x.shape[2]}x{x.shape[3]} is too small for stem {self.stem}: {mode} needs at least "
                 f"{need}x{need} (the stem is designed for {self.stem}x{self.stem})"
             )

@@ -43,6 +43,7 @@ from torchvision.ops import roi_align
 from detection_bridge.boxes import CropGeometry
 
 from ..device_transforms import normalize
+from ..errors import InputError
 
 __all__ = ["check_images", "check_boxes", "batch_images", "context_regions", "iter_roi_crops", "roi_crops",
            "max_sampling_ratio", "FLOAT_RANGE_SLACK", "MAX_COORD"]
@@ -64,19 +65,19 @@ def check_images(images: Sequence[Tensor]) -> torch.device:
         if not isinstance(image, Tensor):
             raise TypeError(f"images[{i}] is a {type(image).__name__}, expected a tensor")
         if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"images[{i}] has shape {tuple(image.shape)}; expected (3, H, W) RGB "
+            raise InputError(f"images[{i}] has shape {tuple(image.shape)}; expected (3, H, W) RGB "
                              "(a grayscale (1, H, W) image can be passed as image.expand(3, -1, -1))")
         if image.shape[1] < 1 or image.shape[2] < 1:
-            raise ValueError(f"images[{i}] is empty: shape {tuple(image.shape)}")
+            raise InputError(f"images[{i}] is empty: shape {tuple(image.shape)}")
         if image.dtype != torch.uint8 and not image.dtype.is_floating_point:
             raise TypeError(f"images[{i}] has dtype {image.dtype}; expected uint8 (0..255) or float (0..1)")
         if device is not None and image.device != device:
-            raise ValueError(f"images are on several devices ({device} and {image.device}); move them to one")
+            raise InputError(f"images are on several devices ({device} and {image.device}); move them to one")
         device = image.device
         if image.dtype.is_floating_point and image.numel():
             lo, hi = torch.aminmax(image)
             if not (lo >= -FLOAT_RANGE_SLACK and hi <= 1 + FLOAT_RANGE_SLACK):  # also catches NaN
-                raise ValueError(f"images[{i}] is float with values in [{float(lo):.3g}, {float(hi):.3g}]; float "
+                raise InputError(f"images[{i}] is float with values in [{float(lo):.3g}, {float(hi):.3g}]; float "
                                  "images must be in [0, 1] (pass uint8 for 0..255, and never normalised input)")
     return device if device is not None else torch.device("cpu")
 
@@ -92,7 +93,7 @@ def check_boxes(boxes_xyxy: Sequence[Tensor], num_images: int) -> list[Tensor]:
     if isinstance(boxes_xyxy, Tensor) or not isinstance(boxes_xyxy, (list, tuple)):
         raise TypeError("boxes_xyxy must be a list with one (N, 4) tensor per image")
     if len(boxes_xyxy) != num_images:
-        raise ValueError(f"got {num_images} images but {len(boxes_xyxy)} box tensors")
+        raise InputError(f"got {num_images} images but {len(boxes_xyxy)} box tensors")
     out = []
     for i, boxes in enumerate(boxes_xyxy):
         if not isinstance(boxes, Tensor):
@@ -101,21 +102,21 @@ def check_boxes(boxes_xyxy: Sequence[Tensor], num_images: int) -> list[Tensor]:
             out.append(boxes.new_zeros((0, 4), dtype=torch.float32))
             continue
         if boxes.dim() != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"boxes_xyxy[{i}] has shape {tuple(boxes.shape)}; expected (N, 4) xyxy")
+            raise InputError(f"boxes_xyxy[{i}] has shape {tuple(boxes.shape)}; expected (N, 4) xyxy")
         boxes = boxes.float()
         bad = ~torch.isfinite(boxes).all(dim=1)
         if bad.any():
             k = int(bad.nonzero()[0])
-            raise ValueError(f"boxes_xyxy[{i}][{k}] is not finite: {boxes[k].tolist()}")
+            raise InputError(f"boxes_xyxy[{i}][{k}] is not finite: {boxes[k].tolist()}")
         huge = (boxes.abs() > MAX_COORD).any(dim=1)
         if huge.any():
             k = int(huge.nonzero()[0])
-            raise ValueError(f"boxes_xyxy[{i}][{k}] = {boxes[k].tolist()} lies beyond +-{MAX_COORD:.0f} px: not an "
+            raise InputError(f"boxes_xyxy[{i}][{k}] = {boxes[k].tolist()} lies beyond +-{MAX_COORD:.0f} px: not an "
                              "image box (a unit or format mix-up upstream?)")
         inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
         if inverted.any():
             k = int(inverted.nonzero()[0])
-            raise ValueError(f"boxes_xyxy[{i}][{k}] = {boxes[k].tolist()} has x1 < x0 or y1 < y0; boxes must be "
+            raise InputError(f"boxes_xyxy[{i}][{k}] = {boxes[k].tolist()} has x1 < x0 or y1 < y0; boxes must be "
                              "xyxy (convert COCO [x, y, w, h] with detection_bridge.boxes.xywh_to_xyxy)")
         out.append(boxes)
     return out
@@ -177,7 +178,7 @@ def iter_roi_crops(batch: Tensor, regions: Tensor, size: int, *, chunk_size: int
     """Normalised crops ``(<= chunk_size, 3, size, size)``, one roi_align call per chunk of regions (two when
     a chunk holds a box above the sampling cap)."""
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
     for start in range(0, len(regions), chunk_size):
         yield _roi_align_bounded(batch, regions[start:start + chunk_size], size, sampling_ratio)
 

@@ -37,6 +37,7 @@ from detection_bridge.results import Detection, ImageIndex, group_by_image, imag
 
 from .fusion import Fusion, LabelSpace, check_detector_scores, fuse_detections
 from .second_stage import SecondStage, as_fusion
+from ..errors import InputError
 
 __all__ = ["ClassifiedResults", "RescoredResults", "load_results", "classify_results", "rescore_results",
            "rescore_file", "split_ground_truth", "coco_bbox_metrics", "coco_ap", "fusion_output_paths",
@@ -52,15 +53,15 @@ def load_label_map(path: str | os.PathLike) -> dict[int, int | None]:
     data = read_json(path, "label map")
     items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else None
     if items is None:
-        raise ValueError(f"{path}: a label map must be a JSON object {{detector label: COCO category id}} or a list")
+        raise InputError(f"{path}: a label map must be a JSON object {{detector label: COCO category id}} or a list")
     out: dict[int, int | None] = {}
     for key, value in items:
         try:
             label = int(key)
         except (TypeError, ValueError):
-            raise ValueError(f"{path}: key {key!r} is not an integer detector label") from None
+            raise InputError(f"{path}: key {key!r} is not an integer detector label") from None
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ValueError(f"{path}: label {key!r} maps to {value!r}, not an integer COCO category id or null")
+            raise InputError(f"{path}: label {key!r} maps to {value!r}, not an integer COCO category id or null")
         out[label] = value
     return out
 
@@ -108,7 +109,7 @@ class ClassifiedResults:
         det_scores = torch.tensor([d.score for d in detections], dtype=torch.float64)
         areas = torch.tensor([d.area for d in detections], dtype=torch.float64)
         if len(probs) != len(detections):
-            raise ValueError(f"{where}: {len(detections)} detections but {len(probs)} rows of probabilities")
+            raise InputError(f"{where}: {len(detections)} detections but {len(probs)} rows of probabilities")
         return cls(detections, probs, det_labels, det_scores, areas, space, Counter() if skipped is None else skipped,
                    len({d.image_id for d in detections}) if num_images is None else num_images)
 
@@ -147,7 +148,7 @@ def _group(detections: list[Detection], index: ImageIndex, on_unknown: str, skip
     unknown = Counter(d.image_id for d in detections if d.image_id not in index)
     if unknown and on_unknown == "raise":
         ids = sorted(unknown)[:10]
-        raise ValueError(f"{where}: {sum(unknown.values())} detections are for {len(unknown)} image ids with no image "
+        raise InputError(f"{where}: {sum(unknown.values())} detections are for {len(unknown)} image ids with no image "
                          f"(first: {ids}); check --images/--annotations, or pass --skip-unknown to count and skip them")
     if unknown:
         skipped["unknown_image_id"] += sum(unknown.values())
@@ -283,7 +284,7 @@ def _ground_truth(data: str | None, split: str, images: str | None, annotations:
     """``(pycocotools COCO or None, ImageIndex)`` from a coco-mini folder, an instances file, or a bare folder."""
     if data is None and annotations is None:
         if images is None:
-            raise ValueError("give --data (with --split), or --images (optionally with --annotations)")
+            raise InputError("give --data (with --split), or --images (optionally with --annotations)")
         return None, images_in_folder(images)
     paths = split_paths(data, split, annotations=annotations, images=images)
     coco, entries, _, _ = load_ground_truth(paths, ErrorPolicy("raise"), Counter(), check_images=False)
@@ -294,7 +295,7 @@ def split_ground_truth(data: str, split: str) -> tuple[Any, ImageIndex]:
     """``(pycocotools COCO, ImageIndex)`` of a coco-mini-layout split that must have ground-truth boxes."""
     coco, index = _ground_truth(data, split, None, None)
     if not coco.dataset.get("annotations"):
-        raise ValueError(f"{split_paths(data, split).annotations}: split {split!r} has no ground-truth boxes")
+        raise InputError(f"{split_paths(data, split).annotations}: split {split!r} has no ground-truth boxes")
     return coco, index
 
 
@@ -344,7 +345,7 @@ def _to_coco_ids(results: list[Detection], label_map: dict[int, int | None] | No
     out, dropped = [], 0
     for d in results:
         if d.category_id not in label_map:
-            raise ValueError(f"{source}: detection {d.index}: detector label {d.category_id} is not in the label map")
+            raise InputError(f"{source}: detection {d.index}: detector label {d.category_id} is not in the label map")
         if label_map[d.category_id] is None:
             dropped += 1
             continue

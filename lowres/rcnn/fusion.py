@@ -43,6 +43,7 @@ from torch import Tensor
 
 from detection_bridge.fileio import atomic_write_json, read_json
 from detection_bridge.records import CategoryMap
+from ..errors import InputError
 
 __all__ = ["FUSIONS", "fuse", "fuse_with", "fuse_detections", "check_detector_scores",
            "LabelSpace", "RuleParams", "Band", "Fusion", "DETECTOR", "SIZE_THRESHOLDS", "parse_max_area"]
@@ -64,10 +65,10 @@ class RuleParams:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+            raise InputError(f"temperature must be a finite number >= 0, got {self.temperature}")
         t = self.background_threshold
         if t is not None and not (math.isfinite(t) and 0 <= t <= 1):
-            raise ValueError(f"background_threshold must be in [0, 1] or None, got {t}")
+            raise InputError(f"background_threshold must be in [0, 1] or None, got {t}")
 
     @property
     def is_detector(self) -> bool:
@@ -95,9 +96,9 @@ def parse_max_area(value: str | float | None) -> float | None:
         try:
             area = float(value)
         except ValueError:
-            raise ValueError(f"max area must be small, medium or a number of square pixels, got {value!r}") from None
+            raise InputError(f"max area must be small, medium or a number of square pixels, got {value!r}") from None
     if area is not None and not (area > 0 and not math.isnan(area)):
-        raise ValueError(f"max area must be > 0, got {value!r}")
+        raise InputError(f"max area must be > 0, got {value!r}")
     return None if area is None else float(area)
 
 
@@ -128,7 +129,7 @@ class Fusion:
     def __post_init__(self) -> None:
         bounds = [b.max_area for b in self.bands]
         if not bounds or any(not (a > 0) for a in bounds) or bounds != sorted(set(bounds)):
-            raise ValueError(f"fusion bands need positive, strictly increasing max_area, got {bounds}")
+            raise InputError(f"fusion bands need positive, strictly increasing max_area, got {bounds}")
 
     @classmethod
     def rule(cls, rule: str, *, background_threshold: float | None = 0.5, max_area: float | str | None = None
@@ -150,7 +151,7 @@ class Fusion:
     @classmethod
     def from_dict(cls, data: Any, source: str = "fusion parameters") -> "Fusion":
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("bands"), list):
-            raise ValueError(f"{source}: not a {FORMAT} file (needs format and bands)")
+            raise InputError(f"{source}: not a {FORMAT} file (needs format and bands)")
         try:
             bands = tuple(Band(math.inf if b["max_area"] is None else float(b["max_area"]),
                                RuleParams(float(b["temperature"]), bool(b["relabel"]), bool(b["detector_score"]),
@@ -158,7 +159,7 @@ class Fusion:
                           for b in data["bands"])
             return cls(bands, str(data.get("name", "custom")), data.get("report") or None)
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{source}: bad fusion band ({type(e).__name__}: {e})") from None
+            raise InputError(f"{source}: bad fusion band ({type(e).__name__}: {e})") from None
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the JSON atomically (small: the bands and the calibration report)."""
@@ -222,7 +223,7 @@ def check_detector_scores(scores: Tensor, where: Callable[[int], str]) -> None:
     bad = ~((scores >= 0) & (scores <= 1))  # also true for NaN
     if bad.any():
         k = int(bad.nonzero()[0])
-        raise ValueError(f"{where(k)}: score must be a number in [0, 1] (a detector's confidence), "
+        raise InputError(f"{where(k)}: score must be a number in [0, 1] (a detector's confidence), "
                          f"got {float(scores[k])}")
 
 
@@ -287,7 +288,7 @@ class LabelSpace:
             if cls < category_map.num_object_classes:
                 self.candidates[cls] = True
         if not self.candidates.any():
-            raise ValueError("the label_map maps no detector label to a category of the second stage's map")
+            raise InputError("the label_map maps no detector label to a category of the second stage's map")
         size = max(self._to_classifier, default=0) + 1
         self._lut = torch.full((size,), -1, dtype=torch.int64)
         for d, cls in self._to_classifier.items():
@@ -306,7 +307,7 @@ class LabelSpace:
         if (out < 0).any():
             bad = sorted({int(v) for v in cpu[out < 0].tolist()})[:10]
             space = "COCO category ids" if self.identity else "detector labels of the label_map"
-            raise ValueError(f"{where}: labels {bad} (read as {space}) are not classes of the second stage's "
+            raise InputError(f"{where}: labels {bad} (read as {space}) are not classes of the second stage's "
                              f"category map ({self.category_map.num_object_classes} categories); pass a label_map "
                              "that maps the detector's labels to COCO category ids the model was trained on")
         return out
@@ -317,7 +318,7 @@ class LabelSpace:
         missing = sorted({c for c in cpu if c not in self._to_detector})
         if missing:
             names = [self.category_map.name_of(c) for c in missing[:10]]
-            raise ValueError(f"the second stage chose classes {names} that the label_map gives no detector label; "
+            raise InputError(f"the second stage chose classes {names} that the label_map gives no detector label; "
                              "extend the label_map or use fusion='product' (which keeps the detector's labels)")
         return torch.tensor([self._to_detector[c] for c in cpu], dtype=torch.int64)
 

@@ -25,6 +25,7 @@ from ..models import compile_model
 from ..runtime import autocast
 from .crops import batch_images, check_boxes, check_images, context_regions, iter_roi_crops
 from .fusion import Fusion, LabelSpace, check_detector_scores, fuse_detections
+from ..errors import InputError
 
 __all__ = ["SecondStage", "as_fusion", "bf16_supported", "resolve_precision", "PRECISIONS"]
 
@@ -54,7 +55,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     ``precision="fp32"`` where exact agreement matters more than latency.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         return "bf16" if bf16_supported(device) else "fp32"
     return precision
@@ -86,9 +87,9 @@ class SecondStage(nn.Module):
                  compile: bool = False) -> None:
         super().__init__()
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
         num_classes = getattr(model, "num_classes", None)
         if num_classes is not None and num_classes != category_map.num_classes:
             raise ValueError(f"the model has {num_classes} outputs but the category map {category_map.num_classes} "

@@ -7,10 +7,11 @@ tensor whichever worker loads it and whether or not the run was interrupted befo
 """
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,12 +28,16 @@ from detection_bridge.imagefolder import detect_layout, load_imagefolder_split
 from detection_bridge.layout import check_data_dir
 from detection_bridge.transforms import train_transform
 
+from .._console import ONCE
 from ..config import Config
+from ..errors import InputError
 from ..runtime import crop_size, geometry_from_config, input_size
 from .distributed import DistEnv, barrier, node_part, node_sync
 
 __all__ = ["SplitData", "resolve_data_dir", "load_split_data", "SeededDataset", "train_loader", "eval_loader",
            "default_cache_root", "geometry_from_config", "crop_size", "input_size", "color_jitter"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,7 +55,7 @@ def default_cache_root(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else Path.home() / ".cache" / "lowres"
 
 
-def resolve_data_dir(cfg: Config, *, env: DistEnv, log: Callable[[str], None]) -> Path:
+def resolve_data_dir(cfg: Config, *, env: DistEnv) -> Path:
     """``data.path``, or the synthetic set generated once into the cache (rank 0 writes, others wait)."""
     if cfg.data.path is not None:
         return check_data_dir(cfg.data.path)
@@ -59,8 +64,8 @@ def resolve_data_dir(cfg: Config, *, env: DistEnv, log: Callable[[str], None]) -
     if env.is_main:
         synthetic.generate(out, seed=cfg.data.synthetic_seed)
     barrier()
-    log(f"note: no data path given (--data / data.path): using the generated synthetic set at {out}; "
-        "its numbers check the pipeline, they say nothing about COCO")
+    logger.info(f"note: no data path given (--data / data.path): using the generated synthetic set at {out}; "
+                "its numbers check the pipeline, they say nothing about COCO", extra=ONCE)
     return out
 
 
@@ -93,33 +98,33 @@ def split_options(cfg: Config, *, train: bool) -> SplitOptions:
 
 
 def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env: DistEnv,
-                    log: Callable[[str], None], category_map: Any = None) -> SplitData:
+                    category_map: Any = None) -> SplitData:
     """Records of ``split`` as configured (boxes, background, size filter), their crop cache, the dataset.
 
     ``category_map``, when given (the training set's, or a checkpoint's), must equal the split's own: a
     label means nothing under another map.
     """
     if detect_layout(data_dir) == "imagefolder":
-        return _load_imagefolder_split(data_dir, split, cfg, train=train, env=env, log=log, category_map=category_map)
+        return _load_imagefolder_split(data_dir, split, cfg, train=train, env=env, category_map=category_map)
     d = cfg.data
     crop_set = load_split(data_dir, split, split_options(cfg, train=train),
                           detections_file=split_file(d.detections_file, split, data_dir))
     if category_map is not None and crop_set.category_map != category_map:
-        raise ValueError(f"split {split!r} of {data_dir} has another category map than the model's "
+        raise InputError(f"split {split!r} of {data_dir} has another category map than the model's "
                          f"({crop_set.category_map.num_classes} vs {category_map.num_classes} classes)")
     records = _subset(crop_set.records, d.max_train if train else d.max_val, cfg.train.seed)
     geometry = geometry_from_config(cfg)
-    cache = _build_cache(crop_set, records, crop_size(cfg), geometry, cfg, env, log) if d.cache else None
+    cache = _build_cache(crop_set, records, crop_size(cfg), geometry, cfg, env) if d.cache else None
     dataset = _dataset(records, cache, geometry, cfg, train=train)
     summary = crop_set.summary()
     summary.pop("category_map", None)
-    log(f"{split}: {len(dataset.records)} crops from {data_dir} ({d.boxes} boxes, "
-        f"{crop_set.category_map.num_classes} classes)")
+    logger.info(f"{split}: {len(dataset.records)} crops from {data_dir} ({d.boxes} boxes, "
+                f"{crop_set.category_map.num_classes} classes)")
     return SplitData(dataset, dataset.records, crop_set.category_map, summary)
 
 
 def _load_imagefolder_split(data_dir: Path, split: str, cfg: Config, *, train: bool, env: DistEnv,
-                            log: Callable[[str], None], category_map: Any = None) -> SplitData:
+                            category_map: Any = None) -> SplitData:
     """An ImageNet-layout split: whole images, the paper's protocol at the variant's crop size (random region,
     flip, colours for training; central crop for evaluation), each resampled once from the original pixels.
     Small data is decoded once into a store every crop size shares; large data is decoded per epoch."""
@@ -130,7 +135,7 @@ def _load_imagefolder_split(data_dir: Path, split: str, cfg: Config, *, train: b
     if d.cache and decoded_bytes_estimate(records) <= d.decode_cache_gb * 1e9:
         root = default_cache_root(cfg) / "images"
         if env.is_main:
-            decoded = open_or_build_decoded(records, data_dir, root, log)
+            decoded = open_or_build_decoded(records, data_dir, root)
         barrier()
         decoded = decoded or open_or_build_decoded(records, data_dir, root)
     augment = train and a.enabled
@@ -138,8 +143,13 @@ def _load_imagefolder_split(data_dir: Path, split: str, cfg: Config, *, train: b
         records, crop_size(cfg), train=augment, decoded=decoded, central_fraction=cfg.crop.central_fraction,
         area=(a.area_min, a.area_max), ratio=(a.aspect_min, a.aspect_max), hflip=a.hflip,
         color=color_jitter(cfg, random_order=False) if augment else None)
-    log(f"{split}: {len(records)} images from {data_dir} (ImageNet layout, {image_set.category_map.num_classes} "
-        f"classes, {'decoded once' if decoded is not None else 'decoded per epoch'})")
+    ignored = sum(image_set.ignored.values())
+    skipped = (f"; {ignored} non-image file(s) left out: " + ", ".join(f"{n} {ext}" for ext, n in
+                                                                       sorted(image_set.ignored.items()))
+               if ignored else "")
+    logger.info(f"{split}: {len(records)} images from {data_dir} (ImageNet layout, "
+                f"{image_set.category_map.num_classes} classes, "
+                f"{'decoded once' if decoded is not None else 'decoded per epoch'}){skipped}")
     summary = image_set.summary()
     return SplitData(dataset, records, image_set.category_map, summary)
 
@@ -168,8 +178,7 @@ def color_jitter(cfg: Config, *, random_order: bool = True) -> Any:
 
 
 
-def _build_cache(crop_set: Any, records: list, size: int, geometry: Any, cfg: Config, env: DistEnv,
-                 log: Callable[[str], None]) -> Any:
+def _build_cache(crop_set: Any, records: list, size: int, geometry: Any, cfg: Config, env: DistEnv) -> Any:
     """Build (or reuse) the crop cache, decoding each image once. Under torchrun every process of a node
     builds its share of the shards, in step through a gloo group with a long timeout (``node_sync``)."""
     root = default_cache_root(cfg) / "crops"
@@ -177,7 +186,7 @@ def _build_cache(crop_set: Any, records: list, size: int, geometry: Any, cfg: Co
     cache = open_cache(root, records, size, geometry, **kwargs)
     if cache is None or env.distributed:  # every rank takes part in a build (a reuse costs one sync)
         if cache is None:
-            log(f"building the {size} px crop cache for {len(records)} crops under {root} (once)")
+            logger.info(f"building the {size} px crop cache for {len(records)} crops under {root} (once)")
         cache = build_cache(records, size, root, geometry, category_map=crop_set.category_map,
                             workers=cfg.data.build_workers, part=node_part(env), sync=node_sync(env), **kwargs)
     return cache

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
 from ..runtime import resolve_device
+from ..errors import InputError
 
 __all__ = ["DistEnv", "setup_distributed", "cleanup_distributed", "wrap_model", "ResumableSampler", "barrier",
            "all_reduce_sum", "all_gather_object", "broadcast_state", "node_part", "node_sync"]
@@ -78,7 +79,7 @@ def wrap_model(model: nn.Module, env: DistEnv, *, sync_bn: bool = False) -> nn.M
     if not env.distributed:
         return model
     if sync_bn and env.device.type != "cuda":
-        raise ValueError("model.sync_bn needs CUDA: torch's SyncBatchNorm only works with GPU modules")
+        raise InputError("model.sync_bn needs CUDA: torch's SyncBatchNorm only works with GPU modules")
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [env.device.index] if env.device.type == "cuda" else None

@@ -17,14 +17,11 @@ from torch import nn
 
 from ..config import Config
 from ..device_transforms import model_inputs
+from ..errors import TrainingDiverged
 from ..runtime import autocast
 from .recipe import EpochLR, ModelEma, clip_gradients, freeze_bn_stats, inception_loss
 
 __all__ = ["EpochTotals", "StepInfo", "StepRecipe", "TrainingDiverged", "train_one_epoch", "predict"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradients became NaN or infinite: continuing would only spread NaN into the weights."""
 
 
 @dataclass

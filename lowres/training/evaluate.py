@@ -10,10 +10,11 @@ everywhere in the project.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,8 @@ from .engine import predict
 __all__ = ["evaluate_loaded", "Evaluation", "evaluate_model", "evaluate_with_predictions", "evaluate_checkpoint",
            "eval_config", "checkpoint_data_path"]
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
+
 
 
 def evaluate_model(model: nn.Module, split: SplitData, cfg: Config, device: torch.device,
@@ -115,13 +117,12 @@ class Evaluation:
                 "top5_hit": (topk[:, :5] == targets[:, None]).any(axis=1).astype(int).tolist()}
 
 
-def evaluate_loaded(loaded: LoadedModel, cfg: Config, split: str, *, log: Log | None = None) -> Evaluation:
+def evaluate_loaded(loaded: LoadedModel, cfg: Config, split: str) -> Evaluation:
     """Evaluate a loaded checkpoint on ``split`` of ``cfg``'s data (on ``cfg.train.device``), the split read
     under the checkpoint's category map (another class set is an error naming both)."""
-    log = log or (lambda message: None)
     env = DistEnv(device=resolve_device(cfg.train.device))
-    data_dir = resolve_data_dir(cfg, env=env, log=log)
-    split_data = load_split_data(data_dir, split, cfg, train=False, env=env, log=log,
+    data_dir = resolve_data_dir(cfg, env=env)
+    split_data = load_split_data(data_dir, split, cfg, train=False, env=env,
                                  category_map=loaded.category_map)
     metrics, output = evaluate_with_predictions(loaded.model.to(env.device), split_data, cfg, env.device)
     return Evaluation(loaded, cfg, data_dir, split, split_data, metrics, output)
@@ -143,8 +144,7 @@ def eval_config(loaded: LoadedModel, *, data: str | None, boxes: str | None, det
                             source="checkpoint config with eval options")
 
 
-def checkpoint_data_path(raw: str | None, provenance: list[dict[str, Any]], checkpoint: str | Path,
-                         log: Log) -> str | None:
+def checkpoint_data_path(raw: str | None, provenance: list[dict[str, Any]], checkpoint: str | Path) -> str | None:
     """The training data folder of a checkpoint (its ``data.path`` ``raw`` and ``provenance`` records), for
     commands given no ``--data``; says that it uses it.
 
@@ -162,15 +162,15 @@ def checkpoint_data_path(raw: str | None, provenance: list[dict[str, Any]], chec
     found = next((c for c in candidates if c.is_dir()), candidates[0])
     source = f"data.path {raw!r} taken from the checkpoint {checkpoint} (no --data given)"
     check_data_dir(found, source=source)
-    log(f"note: no --data: using the checkpoint's training data {found.resolve()} "
-        f"(data.path {raw!r} in {checkpoint}); pass --data to choose another folder")
+    logger.info(f"note: no --data: using the checkpoint's training data {found.resolve()} "
+                f"(data.path {raw!r} in {checkpoint}); pass --data to choose another folder")
     return str(found.resolve())
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, split: str = "val",
                         boxes: str | None = "gt", detections_file: str | None = None, use_ema: bool = True,
                         batch_size: int | None = None, device: str = "auto", out: str | Path | None = None,
-                        log: Log | None = None, compile: bool = False) -> dict[str, Any]:
+                        compile: bool = False) -> dict[str, Any]:
     """``lowres eval``: evaluate a training checkpoint (its EMA weights by default) on a split, return
     :meth:`Evaluation.report` and optionally write it as JSON.
     ``compile``: run the model through ``torch.compile`` (:func:`lowres.models.compile_model`).
@@ -179,14 +179,13 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None, spli
     background class is also scored on the detector's misses (background precision/recall), one trained
     without it only on detections that match an object.
     """
-    log = log or (lambda message: None)
     loaded = load_model(checkpoint, use_ema=use_ema, device=resolve_device(device))
     if data is None:
-        data = checkpoint_data_path(loaded.config.data.path, loaded.provenance, checkpoint, log)
+        data = checkpoint_data_path(loaded.config.data.path, loaded.provenance, checkpoint)
     cfg = eval_config(loaded, data=data, boxes=boxes, detections_file=detections_file, batch_size=batch_size,
                       device=device)
     compile_model(loaded.model, compile)  # in place
-    result = evaluate_loaded(loaded, cfg, split, log=log).report()
+    result = evaluate_loaded(loaded, cfg, split).report()
     if out is not None:
         atomic_write_json(out, result, indent=2)
     return result

@@ -3,7 +3,8 @@
 timm's train.py prints a line per logging interval and writes ``summary.csv``; detectron2 writes a log file,
 a line every 20 iterations and TensorBoard events. Here, by rank 0 only:
 
-- every note of the run (data, resume, estimates) goes to stderr and, time-stamped, to ``RUN_DIR/train.log``;
+- every note of the run (data, resume, estimates) is logged (``logging``): the CLI shows it on stderr, and the
+  run layer appends it, time-stamped, to ``RUN_DIR/train.log`` (:func:`lowres._console.log_to_file`);
 - one line per epoch: train loss/accuracy, validation top-1/top-5, learning rate, images/s, time, ETA;
 - without a TTY (a log file, a pipe, nohup) progress bars would be ``\\r`` noise, so the caller shows none and
   a plain step line is printed every ``train.log_every`` steps instead;
@@ -19,32 +20,21 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
+import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from .._atomic import atomic_path
+from .._console import ONCE, stderr_is_tty
 
-__all__ = ["RunMonitor", "read_scalars", "epoch_series", "format_duration", "stderr_is_tty", "SCALARS_FILE",
-           "LOG_FILE"]
+__all__ = ["RunMonitor", "read_scalars", "epoch_series", "format_duration", "SCALARS_FILE", "LOG_FILE"]
 
 SCALARS_FILE = "scalars.csv"
 LOG_FILE = "train.log"
 _FIELDS = ("wall_time", "epoch", "step", "tag", "value")
 ESTIMATE_STEPS = 10  # the time per epoch is estimated from steps 2..10 of an invocation (step 1 builds kernels)
-_TB_OFF_SAID: list[bool] = []  # the "TensorBoard is off" note once per process (the bench trains many runs)
-
-Log = Callable[[str], None]
-
-
-def stderr_is_tty() -> bool:
-    """Progress bars only make sense on a terminal."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
+logger = logging.getLogger(__name__)
 
 def format_duration(seconds: float) -> str:
     """``42 s``, ``6.5 min``, ``3 h 05 min``: the precision a person plans with."""
@@ -78,15 +68,13 @@ def epoch_series(rows: list[dict[str, Any]], tag: str) -> list[tuple[float, floa
 class _TensorBoard:
     """``torch.utils.tensorboard.SummaryWriter`` when the optional ``tensorboard`` package is installed."""
 
-    def __init__(self, log_dir: Path, purge_step: int | None, log: Log) -> None:
+    def __init__(self, log_dir: Path, purge_step: int | None) -> None:
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # torch raises ImportError when the tensorboard package is absent
-            if not _TB_OFF_SAID:
-                _TB_OFF_SAID.append(True)
-                log(f"note: TensorBoard is off (the tensorboard package is not installed; pip install "
-                    f"'lowres[tensorboard]'); scalars go to RUN_DIR/{SCALARS_FILE} only")
+            logger.info(f"note: TensorBoard is off (the tensorboard package is not installed; pip install "
+                        f"'lowres[tensorboard]'); scalars go to RUN_DIR/{SCALARS_FILE} only", extra=ONCE)
             return
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
@@ -107,12 +95,10 @@ class RunMonitor:
     """Log lines, estimates and scalars of one run (see the module docstring). ``enabled=False`` (ranks other
     than 0) makes every method a no-op, so the training code calls it unconditionally."""
 
-    def __init__(self, out_dir: str | Path, *, log: Log, epochs: int, log_every: int, tensorboard: bool = True,
+    def __init__(self, out_dir: str | Path, *, epochs: int, log_every: int, tensorboard: bool = True,
                  tty: bool | None = None, enabled: bool = True) -> None:
         self.out_dir, self.epochs, self.log_every, self.enabled = Path(out_dir), epochs, log_every, enabled
         self.tty = stderr_is_tty() if tty is None else tty
-        self._log = log
-        self._file: TextIO | None = None
         self._csv_file: TextIO | None = None
         self._tb: _TensorBoard | None = None
         self._want_tb = tensorboard
@@ -122,23 +108,12 @@ class RunMonitor:
         self.steps_per_epoch, self.epochs_left = 0, epochs
         if enabled:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._file = (self.out_dir / LOG_FILE).open("a", encoding="utf-8", buffering=1)
 
     # -- notes --------------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
-        """Print ``message`` (stderr) and append it, time-stamped, to train.log."""
-        if not self.enabled:
-            return
-        if self.tty:  # clear the progress bars, print, redraw them: a note never splits a bar's line
-            from tqdm import tqdm
-
-            with tqdm.external_write_mode(file=sys.stderr):
-                self._log(message)
-        else:
-            self._log(message)
-        if self._file is not None:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            self._file.write("".join(f"{stamp} {line}\n" for line in message.splitlines() or [""]))
+        """Log ``message`` on rank 0 (the console and train.log: see the module docstring)."""
+        if self.enabled:
+            logger.info(message)
 
     def start(self, *, steps_per_epoch: int, resume_step: int, epochs_done: int = 0) -> None:
         """Open the scalar outputs (dropping scalars past ``resume_step`` when resuming) and log the start."""
@@ -155,7 +130,7 @@ class RunMonitor:
         if new:
             self._csv.writerow(_FIELDS)
         if self._want_tb:
-            self._tb = _TensorBoard(self.out_dir / "tb", resume_step if resume_step else None, self.log)
+            self._tb = _TensorBoard(self.out_dir / "tb", resume_step if resume_step else None)
 
     def _scalar(self, epoch: float, step: int, tag: str, value: float | None) -> None:
         if value is None or self._csv_file is None:
@@ -220,12 +195,11 @@ class RunMonitor:
             self._tb.flush()
 
     def close(self) -> None:
-        for f in (self._csv_file, self._file):
-            if f is not None:
-                f.close()
+        if self._csv_file is not None:
+            self._csv_file.close()
         if self._tb is not None:
             self._tb.close()
-        self._csv_file = self._file = self._tb = None
+        self._csv_file = self._tb = None
 
 
 def _truncate_scalars(path: Path, keep_through_step: int) -> None:

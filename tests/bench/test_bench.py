@@ -75,9 +75,9 @@ def test_changed_config_is_an_error_not_a_silent_reuse(smoke_report, tiny_bench_
 
 def test_interrupted_variant_resumes_from_its_checkpoint(tmp_path, tiny_bench_args, monkeypatch):
     """Kill naive-79 after its first epoch; the same command then continues from last.pt."""
-    from lowres.training import run as training_run
+    from lowres.training.trainer import Trainer
 
-    original = training_run._Run.end_epoch
+    original = Trainer.end_epoch
 
     class Killed(BaseException):  # an interruption (as KeyboardInterrupt), which the CLI error handler lets through
         pass
@@ -86,13 +86,13 @@ def test_interrupted_variant_resumes_from_its_checkpoint(tmp_path, tiny_bench_ar
         original(self, totals)
         raise Killed("killed after epoch 1")
 
-    monkeypatch.setattr(training_run._Run, "end_epoch", end_epoch_then_die)
+    monkeypatch.setattr(Trainer, "end_epoch", end_epoch_then_die)
     args = tiny_bench_args(tmp_path, "--variants", "naive-79")
     with pytest.raises(Killed):
         CliRunner().invoke(main, args, catch_exceptions=False)
     run_dir = tmp_path / "runs" / "naive-79" / "seed0"
     assert (run_dir / "last.pt").is_file() and not (run_dir / "result.json").exists()
-    monkeypatch.setattr(training_run._Run, "end_epoch", original)
+    monkeypatch.setattr(Trainer, "end_epoch", original)
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "resumed from" in result.output

@@ -69,24 +69,24 @@ def test_crop_size_and_upsampling_in_the_data_pipeline(bench_cache: Path):
     def model_input(sample: tuple, cfg) -> torch.Tensor:  # what the training/eval step makes on the device
         return model_inputs(default_collate([sample]), torch.device("cpu"), size=cfg.crop.upsample_to)[0][0]
 
-    env, quiet = DistEnv(), (lambda m: None)
+    env = DistEnv()
     sets = [f"data.cache_dir={bench_cache}", "data.max_train=8"]
     naive = load_config("smoke", [*sets, "crop.size=79"], stem=299)
     upsampled = load_config("smoke", [*sets, "crop.size=79", "crop.upsample_to=299"], stem=299)
-    data_dir = resolve_data_dir(naive, env=env, log=quiet)
+    data_dir = resolve_data_dir(naive, env=env)
     for cfg, side in ((naive, 79), (upsampled, 299)):
         assert input_size(cfg) == side and crop_size(cfg) == 79
         for train in (True, False):
-            split = load_split_data(data_dir, "train", cfg, train=train, env=env, log=quiet)
+            split = load_split_data(data_dir, "train", cfg, train=train, env=env)
             sample = split.dataset[0]
             image, label, index = sample[:3]
             assert image.shape == (3, 79, 79) and split.records[index].label == label  # workers move the crop
             assert model_input(sample, cfg).shape == (3, side, side)  # resized on the device
-    low = model_input(load_split_data(data_dir, "train", naive, train=False, env=env, log=quiet).dataset[0], naive)
-    up = model_input(load_split_data(data_dir, "train", upsampled, train=False, env=env, log=quiet).dataset[0], upsampled)
+    low = model_input(load_split_data(data_dir, "train", naive, train=False, env=env).dataset[0], naive)
+    up = model_input(load_split_data(data_dir, "train", upsampled, train=False, env=env).dataset[0], upsampled)
     down = torch.nn.functional.interpolate(up[None], size=(79, 79), mode="bilinear", antialias=True)[0]
     assert (down - low).abs().mean() < 0.05  # the same 79 px crop, only enlarged
-    seeded = SeededDataset(load_split_data(data_dir, "train", upsampled, train=True, env=env, log=quiet).dataset, 0)
+    seeded = SeededDataset(load_split_data(data_dir, "train", upsampled, train=True, env=env).dataset, 0)
     assert torch.equal(seeded[1][0], seeded[1][0])  # augmentation is seeded through the wrapper
 
 

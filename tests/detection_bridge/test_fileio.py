@@ -84,3 +84,27 @@ def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_pa
         p.write_bytes(b"")
     assert remove_stale_temporaries(tmp_path) == [dead]
     assert _listing(tmp_path) == [live.name]
+
+
+def test_a_folder_is_published_whole_or_not_at_all(tmp_path):
+    from detection_bridge.fileio import building_folder, publish_folder
+
+    final = tmp_path / "store"
+    with pytest.raises(RuntimeError):
+        with building_folder(final) as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError("the build fails")
+    assert list(tmp_path.iterdir()) == []  # the half-built folder is gone, nothing published
+    with building_folder(final) as tmp:
+        (tmp / "index.json").write_text("mine")
+        publish_folder(tmp, final, same=lambda folder: False)
+    assert (final / "index.json").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["store"]
+    with building_folder(final) as tmp:  # a second process built the same folder: the first one's stays
+        (tmp / "index.json").write_text("theirs")
+        publish_folder(tmp, final, same=lambda folder: (folder / "index.json").is_file())
+    assert (final / "index.json").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["store"]
+    with pytest.raises(OSError):  # something else is there: an error, never a silent replacement
+        with building_folder(final) as tmp:
+            (tmp / "index.json").write_text("other")
+            publish_folder(tmp, final, same=lambda folder: False)
+    assert (final / "index.json").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["store"]

@@ -47,7 +47,7 @@ def trained_run(fault_config: Callable[..., Config], tmp_path_factory: pytest.Te
     from lowres.training.run import train
 
     out = tmp_path_factory.mktemp("faults-run") / "run"
-    train(fault_config(), out, progress=False, log=lambda message: None)
+    train(fault_config(), out, progress=False)
     return out
 
 

@@ -3,6 +3,7 @@ loss, a truncated config.yaml. The resumed run must end with the files of an uni
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -50,7 +51,7 @@ def test_sigkill_at_an_epoch_file_boundary_then_resume_repairs_every_file(
         assert "last.pt" not in written and any(n.startswith(".last.pt.") for n in written)  # a stale temporary
     else:
         assert "val_metrics.json" not in written  # the kill really came before the epoch's last file
-    train(cfg, out, resume=True, progress=False, log=lambda message: None)
+    train(cfg, out, resume=True, progress=False)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")], "temporary files of the killed run remain"
     assert not (out / LOCK_NAME).exists()
     for name in ("last.pt", "best.pt"):
@@ -100,7 +101,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(engine, "inception_loss", nan_loss)
     with pytest.raises(engine.TrainingDiverged, match="loss is nan at optimiser step 3"):
-        train(fault_config("train.epochs=2"), run_copy, resume=True, progress=False, log=lambda message: None)
+        train(fault_config("train.epochs=2"), run_copy, resume=True, progress=False)
     assert (run_copy / "last.pt").read_bytes() == before  # epoch 1's checkpoint, untouched
 
 
@@ -130,24 +131,25 @@ def test_a_finished_run_folder_is_refused_before_any_data_is_read(fault_config, 
 
     before = sorted(p.name for p in run_copy.iterdir())
     with pytest.raises(CheckpointError, match="already holds a run"):
-        train(fault_config("data.path=/nonexistent/never-read"), run_copy, progress=False, log=lambda m: None)
+        train(fault_config("data.path=/nonexistent/never-read"), run_copy, progress=False)
     assert sorted(p.name for p in run_copy.iterdir()) == before
 
 
-def test_a_finished_run_whose_best_epoch_is_not_its_last_gets_best_pt_back(fault_config, run_copy, monkeypatch):
+def test_a_finished_run_whose_best_epoch_is_not_its_last_gets_best_pt_back(fault_config, run_copy, monkeypatch,
+                                                                         caplog):
     """best.pt lost (and metrics.jsonl truncated) after the run finished, its best epoch an earlier one:
     --resume rebuilds best.pt from that epoch's periodic copy, kept past train.keep_checkpoints for this."""
-    from lowres.training import run as run_module
+    from lowres.training import trainer as trainer_module
 
-    real = run_module.evaluate_model
+    real = trainer_module.evaluate_model
 
     def worse_later(*args, **kwargs):  # type: ignore[no-untyped-def]
         metrics = real(*args, **kwargs)
         return {**metrics, "top1": metrics["top1"] - 1.0}  # epoch 2 is never better than epoch 1
 
-    monkeypatch.setattr(run_module, "evaluate_model", worse_later)
+    monkeypatch.setattr(trainer_module, "evaluate_model", worse_later)
     cfg = fault_config("train.epochs=2", "train.keep_checkpoints=1")
-    train(cfg, run_copy, resume=True, progress=False, log=lambda message: None)
+    train(cfg, run_copy, resume=True, progress=False)
     monkeypatch.undo()
     state = load_checkpoint(run_copy / "last.pt")
     assert (state["epoch"], state["best_epoch"]) == (2, 1)
@@ -156,8 +158,70 @@ def test_a_finished_run_whose_best_epoch_is_not_its_last_gets_best_pt_back(fault
     history = (run_copy / "metrics.jsonl").read_text()
     (run_copy / "best.pt").unlink()
     (run_copy / "metrics.jsonl").write_text(history.splitlines()[0] + "\n")
-    messages: list[str] = []
-    train(cfg, run_copy, resume=True, progress=False, log=messages.append)
+    caplog.set_level(logging.INFO, logger="lowres")
+    train(cfg, run_copy, resume=True, progress=False)
+    messages = [r.getMessage() for r in caplog.records]
     assert (run_copy / "best.pt").read_bytes() == best_before
     assert (run_copy / "metrics.jsonl").read_text() == history
     assert any("repaired" in m and "epoch 1 was the best" in m for m in messages), messages
+
+
+def _cli_args(cfg_overrides: list[str], out: Path) -> list[str]:
+    return ["train", "--config", "smoke", "--out", str(out), "--no-progress",
+            *[a for s in cfg_overrides for a in ("--set", s)]]
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint_and_says_how_to_continue(fault_config, fault_cache, trained_run,
+                                                                       tmp_path, monkeypatch):
+    """SIGINT inside the first optimiser step: the step finishes, last.pt holds it, exit 130 names the command
+    that continues; continuing ends with the weights of the uninterrupted run (bit for bit, deterministic)."""
+    from lowres.training import recipe
+
+    sets = [f"data.cache_dir={fault_cache}", "train.threads=1", "train.epochs=1", "train.max_steps_per_epoch=2",
+            "data.max_val=16", "eval.bootstrap=10", "train.deterministic=true"]
+    assert load_config_dict(sets) == fault_config().to_dict()
+    original = recipe.RMSpropTF.step
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        signal.raise_signal(signal.SIGINT)  # what Ctrl-C delivers, in the middle of the step
+        return original(self, closure)
+
+    monkeypatch.setattr(recipe.RMSpropTF, "step", step)
+    out = tmp_path / "run"
+    stopped = CliRunner().invoke(main, _cli_args(sets, out))
+    assert stopped.exit_code == 130, stopped.output
+    assert f"continue with: lowres train --resume --out {out}" in stopped.output
+    assert load_checkpoint(out / "last.pt")["global_step"] == 1
+    monkeypatch.setattr(recipe.RMSpropTF, "step", original)
+    resumed = CliRunner().invoke(main, ["train", "--resume", "--out", str(out), "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    _same_weights(out / "last.pt", trained_run / "last.pt")
+
+
+def load_config_dict(sets: list[str]) -> dict:
+    from lowres.config import load_config
+
+    return load_config("smoke", sets).to_dict()
+
+
+def test_resume_refuses_a_folder_without_a_run_and_creates_nothing(tmp_path):
+    missing = tmp_path / "rnu"  # a mistyped name
+    result = CliRunner().invoke(main, ["train", "--resume", "--out", str(missing), "--no-progress"])
+    assert result.exit_code == 1 and "does not exist" in result.output and "Traceback" not in result.output
+    assert not missing.exists()
+
+
+def test_resume_says_what_it_found_and_what_changed(run_copy):
+    finished = CliRunner().invoke(main, ["train", "--resume", "--out", str(run_copy), "--no-progress",
+                                         "--set", "eval.bootstrap=20"])
+    assert finished.exit_code == 0, finished.output
+    assert "resumed from" in finished.output and "is finished: 1 of 1 epoch(s) done" in finished.output
+    assert "eval.bootstrap 10 -> 20" in finished.output
+
+
+def test_a_run_failing_before_training_leaves_no_folder(fault_cache, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, _cli_args([f"data.cache_dir={fault_cache}", "data.boxes=detections",
+                                                 f"data.detections_file={tmp_path / 'missing.json'}"], out))
+    assert result.exit_code == 1 and "missing.json" in result.output and "Traceback" not in result.output
+    assert not out.exists()

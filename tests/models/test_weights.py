@@ -28,6 +28,8 @@ def test_timm_style_source_without_aux_head_keeps_aux_initial() -> None:
     model = build_model(151)
     report = load_inception_v3_weights(model, _tv_state(aux=False))
     assert report.kept_initial and all(k.startswith("AuxLogits.") for k in report.kept_initial)
+    assert repr(report) == f"LoadReport({report.summary()})" and str(len(report.loaded)) in repr(report)
+    assert not any(k in repr(report) for k in report.loaded)  # print(report) is a line, not ~600 key names
 
 
 def test_other_number_of_classes_needs_skip_classifier() -> None:

@@ -22,8 +22,8 @@ from lowres.builder import build_model_from_config
 
 def evaluate_seeded(cfg: Config, env) -> dict:  # type: ignore[no-untyped-def]
     """The metrics of a seeded untrained model on the config's validation split (shared with the test)."""
-    data_dir = resolve_data_dir(cfg, env=env, log=lambda m: None)
-    split = load_split_data(data_dir, cfg.data.val_split, cfg, train=False, env=env, log=lambda m: None)
+    data_dir = resolve_data_dir(cfg, env=env)
+    split = load_split_data(data_dir, cfg.data.val_split, cfg, train=False, env=env)
     torch.manual_seed(0)
     model = build_model_from_config(cfg, split.category_map.num_classes).eval()
     return evaluate_mod.evaluate_model(model, split, cfg, env.device, env)

@@ -10,7 +10,7 @@ import torch
 
 from lowres.builder import load_model
 from lowres.checkpoint import SCHEMA, CheckpointError, load_checkpoint, save_checkpoint, state_checksum
-from lowres.training.checkpoint import capture_rng_state, check_compatible, restore_rng_state
+from lowres.training.state import capture_rng_state, check_compatible, restore_rng_state
 from lowres.training.distributed import DistEnv, ResumableSampler
 
 

@@ -1,4 +1,6 @@
 """Config: precedence defaults < YAML < --set < dedicated flags, and errors that name the key."""
+import re
+
 import pytest
 import yaml
 
@@ -98,3 +100,30 @@ def test_a_run_config_written_before_the_newer_keys_still_resumes(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="incomplete"):
         load_config(path, complete=True)
+
+
+def test_keys_describe_themselves_and_the_lists_are_derived():
+    """Each field declares its kind, check and age; the runtime, compatibility and newer-key sets come from it."""
+    import dataclasses
+
+    from lowres.bench.runner import RUNTIME_KEYS
+    from lowres.config import Config
+    from lowres.config_checks import ARCHITECTURE, RUNTIME, added_keys, field_meta, keys_of_kind
+    from lowres.training.state import COMPATIBILITY_KEYS
+
+    for section in dataclasses.fields(Config):
+        for name, meta in field_meta(type(getattr(Config(), section.name))).items():
+            assert meta["kind"] in ("architecture", "recipe", "runtime"), f"{section.name}.{name}"
+    assert COMPATIBILITY_KEYS == keys_of_kind(Config, ARCHITECTURE) == (
+        "model.stem", "model.width", "model.min_depth", "model.aux_logits")
+    assert RUNTIME_KEYS == set(keys_of_kind(Config, RUNTIME)) and "train.compile" in RUNTIME_KEYS
+    assert {"data.crop_storage", "train.compile"} <= added_keys(Config) and "data.min_size" not in added_keys(Config)
+
+
+@pytest.mark.parametrize("override, rule", [
+    ("augment.area_min=0", "in (0, 1]"), ("crop.central_fraction=1.5", "in (0, 1]"), ("data.decode_cache_gb=-1", ">= 0"),
+    ("train.log_every=0", ">= 1"), ("crop.size=4", "null or >= 8 pixels")])
+def test_a_key_is_checked_by_the_rule_declared_with_it(override, rule):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}' must be {rule}, got")):
+        load_config(None, [override])

@@ -17,7 +17,7 @@ def test_eval_elsewhere_uses_and_names_the_checkpoint_data_path(tiny_config, tmp
     data = synthetic.generate(work / "data")
     monkeypatch.chdir(work)
     cfg = tiny_config("train.epochs=1", "train.max_steps_per_epoch=1", "eval.bootstrap=10", data=Path("data"))
-    train(cfg, "run", progress=False, log=lambda m: None)  # data.path is relative: "data"
+    train(cfg, "run", progress=False)  # data.path is relative: "data"
     monkeypatch.chdir(tmp_path)  # from here "data" does not exist
     result = CliRunner().invoke(main, ["eval", "--checkpoint", "work/run/last.pt", "--out", "e.json"])
     assert result.exit_code == 0, result.output

@@ -1,6 +1,7 @@
 """ImageNet-layout data through training, checkpoints and evaluation (a generated folder)."""
 from __future__ import annotations
 
+import logging
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ def test_train_and_eval_samples_have_each_variants_input_size(name, imagenet_fol
     cfg = variant_config(spec.config, VARIANTS[name], seed=0, data=str(imagenet_folder))
     size = VARIANTS[name].input_size
     for split, is_train in (("train", True), ("val", False)):
-        data = load_split_data(imagenet_folder, split, cfg, train=is_train, env=DistEnv(), log=lambda m: None)
+        data = load_split_data(imagenet_folder, split, cfg, train=is_train, env=DistEnv())
         sample = data.dataset[0]
         image, label, index = sample[:3]
         assert label == data.records[index].label and image.dtype == torch.uint8
@@ -34,7 +35,7 @@ def test_train_and_eval_samples_have_each_variants_input_size(name, imagenet_fol
 
 def test_label_map_round_trips_through_a_checkpoint(imagenet_folder, tiny_config, tmp_path):
     cfg = tiny_config("train.epochs=1", "data.max_train=16", "data.max_val=null", data=imagenet_folder)
-    train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    train(cfg, tmp_path / "run", progress=False)
     state = ckpt.load_checkpoint(tmp_path / "run" / "last.pt")
     cmap = CategoryMap.from_dict(state["category_map"])
     assert cmap.keys == ("n01440764", "n02102040", "n02979186") and cmap.num_classes == 3
@@ -46,23 +47,24 @@ def test_label_map_round_trips_through_a_checkpoint(imagenet_folder, tiny_config
 
 def test_imagenet_checkpoint_on_coco_data_is_a_clear_error(imagenet_folder, tiny_config, tmp_path, coco_mini):
     cfg = tiny_config("train.epochs=1", "data.max_train=8", "data.max_val=8", data=imagenet_folder)
-    train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    train(cfg, tmp_path / "run", progress=False)
     with pytest.raises((BridgeError, ValueError), match="category map"):
         evaluate_checkpoint(tmp_path / "run" / "last.pt", data=str(coco_mini))
 
 
-def test_a_lowres_checkpoint_initialises_another_task(imagenet_folder, tiny_config, tmp_path):
+def test_a_lowres_checkpoint_initialises_another_task(imagenet_folder, tiny_config, tmp_path, caplog):
     """Imagenette-trained stems as the start of a COCO crop run: trunk from the EMA weights, new classifier."""
     import torch
 
     cfg = tiny_config("train.epochs=1", "data.max_train=8", "data.max_val=8", data=imagenet_folder)
-    train(cfg, tmp_path / "inet", progress=False, log=lambda m: None)
+    train(cfg, tmp_path / "inet", progress=False)
     source = ckpt.load_checkpoint(tmp_path / "inet" / "last.pt")["ema"]["module"]
     from lowres.builder import build_model_from_config
 
-    lines: list[str] = []
+    caplog.set_level(logging.INFO, logger="lowres")
     coco_cfg = tiny_config(f"model.weights={tmp_path / 'inet' / 'last.pt'}")
-    model = build_model_from_config(coco_cfg, 9, log=lines.append)
+    model = build_model_from_config(coco_cfg, 9)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("weights:")]
     state = model.state_dict()
     assert torch.equal(state["Mixed_7c.branch_pool.conv.weight"], source["Mixed_7c.branch_pool.conv.weight"])
     assert state["fc.weight"].shape[0] == 9 and "skipped a classifier of another size" in lines[0]

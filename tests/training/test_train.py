@@ -15,7 +15,7 @@ from lowres.training.data import load_split_data
 from lowres.device_transforms import model_inputs
 from lowres.training.distributed import DistEnv
 from lowres.training.recipe import build_optimizer, inception_loss
-from lowres.training.run import _check_fresh, _start, train
+from lowres.training.run import _resume, check_run_folder, train
 
 
 EPOCH_KEYS = {"epoch", "step", "train_loss", "train_acc", "lr", "images_per_s", "seconds", "val_top1", "val_top5"}
@@ -40,7 +40,7 @@ def test_smoke_trains_each_stem_on_coco_mini(stem, coco_mini, tiny_config, tmp_p
 @pytest.mark.parametrize("stem", [79, 151, 299])
 def test_loss_goes_down_on_a_repeated_batch(stem, coco_mini, tiny_config):
     cfg = tiny_config("data.max_val=8", "model.dropout=0.0", stem=stem, data=coco_mini)
-    split = load_split_data(coco_mini, "val", cfg, train=False, env=DistEnv(), log=lambda m: None)
+    split = load_split_data(coco_mini, "val", cfg, train=False, env=DistEnv())
     batch = next(iter(torch.utils.data.DataLoader(split.dataset, batch_size=8)))
     images, labels = model_inputs(batch, torch.device("cpu"))  # uint8 crops -> normalised inputs
     model = build_model_from_config(cfg, split.category_map.num_classes).train()
@@ -88,7 +88,7 @@ def test_bf16_channels_last_and_start_weights(tiny_config, tmp_path):
     torch.save(donor.state_dict(), tmp_path / "donor.pt")
     cfg = tiny_config("train.epochs=1", "train.max_steps_per_epoch=1", "train.precision=bf16",
                       "model.channels_last=true", f"model.weights={tmp_path / 'donor.pt'}", "eval.bootstrap=10")
-    model = build_model_from_config(cfg, 8, log=lambda m: None)
+    model = build_model_from_config(cfg, 8)
     assert torch.equal(model.Mixed_7c.branch1x1.conv.weight, donor.Mixed_7c.branch1x1.conv.weight)
     assert model.fc.out_features == 8  # the 1000-class classifier is skipped, not loaded
     summary = train(cfg, tmp_path / "run", progress=False)
@@ -96,23 +96,25 @@ def test_bf16_channels_last_and_start_weights(tiny_config, tmp_path):
 
 
 @pytest.mark.parametrize("resume, has_run, outcome", [
-    (True, False, "note"), ("auto", False, "quiet"), (False, False, "quiet"),
-    (True, True, "restore"), ("auto", True, "restore"), (False, True, "refuse")])
-def test_resume_modes(tmp_path, resume, has_run, outcome):
-    """``resume=True`` says that there was nothing to resume; ``"auto"`` (the bench) starts quietly: a caller
-    that always resumes learns it from the argument, not by filtering the note's wording."""
+    (True, "none", "refuse_empty"), (True, "config", "note"), ("auto", "none", "quiet"), (False, "none", "quiet"),
+    ("auto", "config", "quiet"), (False, "last", "refuse")])
+def test_resume_modes(tmp_path, resume, has_run, outcome, caplog):
+    """``resume=True`` refuses a folder that holds no run (a mistyped name) and says that a run stopped before
+    its first checkpoint starts over; ``"auto"`` (the bench) starts quietly: a caller that always resumes
+    learns it from the argument, not by filtering the note's wording. (Restoring: tests/training/test_resume.py.)"""
+    import logging
     from types import SimpleNamespace
 
-    if has_run:
+    if has_run == "last":
         (tmp_path / "last.pt").write_bytes(b"")
-    lines: list[str] = []
-    restored: list = []
-    run = SimpleNamespace(out_dir=tmp_path, log=lines.append, restore=restored.append)
-    if outcome == "refuse":
-        with pytest.raises(CheckpointError, match="already holds a run"):
-            _check_fresh(tmp_path, resume)
+    if has_run == "config":
+        (tmp_path / "config.yaml").write_text("{}")
+    if outcome.startswith("refuse"):
+        with pytest.raises(CheckpointError, match="already holds a run" if outcome == "refuse" else "holds no run"):
+            check_run_folder(tmp_path, resume)
         return
-    _check_fresh(tmp_path, resume)
-    _start(run, resume)
-    assert (restored == [tmp_path / "last.pt"]) == (outcome == "restore")
-    assert (len(lines) == 1 and "no checkpoint" in lines[0]) == (outcome == "note")
+    caplog.set_level(logging.INFO, logger="lowres")
+    check_run_folder(tmp_path, resume)
+    _resume(SimpleNamespace(), tmp_path, resume)  # no last.pt: nothing of the trainer is touched
+    notes = [r.getMessage() for r in caplog.records]
+    assert (len(notes) == 1 and "no checkpoint yet" in notes[0]) == (outcome == "note"), notes

@@ -1,6 +1,6 @@
-"""What resuming a training run needs beyond the checkpoint file (:mod:`lowres.checkpoint`): RNG states in
-``weights_only``-loadable form, the periodic ``checkpoints/epoch_NNNN.pt`` history, and the check that a
-checkpoint belongs to the run that wants to continue it.
+"""What resuming a training run needs beyond the checkpoint file (:mod:`lowres.checkpoint`, the only module
+that reads and writes one): RNG states in ``weights_only``-loadable form, the periodic
+``checkpoints/epoch_NNNN.pt`` history, and the check that a checkpoint belongs to the run that continues it.
 """
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, save_checkpoint
+from ..config import Config
+from ..config_checks import ARCHITECTURE, keys_of_kind
 
 __all__ = ["save_periodic", "periodic_path", "capture_rng_state", "restore_rng_state", "check_compatible"]
 
-COMPATIBILITY_KEYS = ("model.stem", "model.width", "model.min_depth", "model.aux_logits")
+COMPATIBILITY_KEYS = keys_of_kind(Config, ARCHITECTURE)  # declared with the fields (lowres/config.py)
 
 
 def periodic_path(out_dir: str | Path, epoch: int) -> Path:
