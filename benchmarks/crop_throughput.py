@@ -32,7 +32,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmark the checkout this script belongs to
 from detection_bridge.boxes import CropGeometry  # noqa: E402
-from detection_bridge.cache import build_cache  # noqa: E402
+from detection_bridge.cache import CacheSpec, build_cache  # noqa: E402
 from detection_bridge.coco import SplitOptions, load_split  # noqa: E402
 from detection_bridge.cropper import iter_image_crops, naive_crop  # noqa: E402
 
@@ -84,7 +84,7 @@ def one_size(size: int, records: list, naive_records: list, geo: CropGeometry, t
     t_naive = best_time(lambda: [naive_crop(r, size, geo) for r in naive_records], args.repeats)
     t_once = best_time(lambda: list(iter_image_crops(records, size, geo)), args.repeats)
     start = time.perf_counter()
-    cache = build_cache(records, size, tmp, geo, margin=args.margin)
+    cache = build_cache(records, tmp, CacheSpec(size, geometry=geo, margin=args.margin))
     t_build = time.perf_counter() - start
     order = np.random.default_rng(0).permutation(len(cache))
     for i in order:  # warm: the build just wrote it, this makes sure every page is mapped in

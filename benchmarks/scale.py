@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmark the checkout this script belongs to
-from detection_bridge.cache import build_cache  # noqa: E402
+from detection_bridge.cache import BuildOptions, CacheSpec, build_cache  # noqa: E402
 from detection_bridge.coco import SplitOptions, load_split  # noqa: E402
 
 TRAIN2017_IMAGES, TRAIN2017_BOXES = 118_287, 860_001
@@ -77,12 +77,12 @@ def startup_child(root: Path) -> None:
     """One rank's start-up: records of the split and the crop cache key (printed as JSON)."""
     import resource
 
-    from detection_bridge.cache import open_cache
+    from detection_bridge.cache import CacheSpec, open_cache
 
     start = time.perf_counter()
     crop_set = load_split(root, "train2017")
     loaded = time.perf_counter()
-    open_cache(root / "no-cache", crop_set.records, 299, **crop_set.cache_inputs())
+    open_cache(root / "no-cache", crop_set.records, CacheSpec(299, **crop_set.cache_inputs()))
     done = time.perf_counter()
     print(json.dumps({"records": len(crop_set.records), "load_split_s": loaded - start, "cache_key_s": done - loaded,
                       "seconds": done - start, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
@@ -107,7 +107,7 @@ def build_rates(root: Path, sample_images: int, workers: int, work: Path) -> dic
             folder = work / f"build-{size}-{n}"
             shutil.rmtree(folder, ignore_errors=True)
             start = time.perf_counter()
-            cache = build_cache(sample, size, folder, storage="jpeg", workers=n)
+            cache = build_cache(sample, folder, CacheSpec(size, storage="jpeg"), BuildOptions(workers=n))
             row[f"crops_per_s_{n}"] = len(sample) / (time.perf_counter() - start)
             row["bytes_per_crop"] = cache.nbytes / len(cache)
             start = time.perf_counter()

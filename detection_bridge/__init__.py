@@ -17,7 +17,7 @@ _EXPORTS = {
     "Detection": "results", "ImageEntry": "results", "read_results": "results", "images_in_folder": "results",
     "MatchParams": "matching",
     "extract_crops": "cropper",
-    "CropCache": "cache", "build_cache": "cache", "open_cache": "cache",
+    "CropCache": "cache", "CacheSpec": "cache", "BuildOptions": "cache", "build_cache": "cache", "open_cache": "cache",
     "CropDataset": "dataset", "train_transform": "transforms", "eval_transform": "transforms",
     "ColorJitter": "color", "apply_color_jitter": "color",
     "build_crops": "summary", "format_summary": "summary",

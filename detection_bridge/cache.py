@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -56,6 +57,43 @@ Sync = Callable[[Any], Any]  # barrier of all parts that returns part 0's value 
 def local_sync(value: Any) -> Any:
     """The :data:`Sync` of a build by one process."""
     return value
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a crop cache holds, all of it in its key: the crop side, how a box becomes a crop (``geometry``,
+    ``margin``, PIL ``draft`` decoding), ``storage`` (``raw``, ``jpeg`` or ``auto``:
+    :func:`~detection_bridge.shards.choose_storage`), and what the records came from (``data_root``, the image
+    folder their paths are keyed relative to; ``source_files``, annotation / detection files keyed by content:
+    ``CacheSpec(size, **crop_set.cache_inputs())``)."""
+
+    size: int
+    geometry: CropGeometry = CropGeometry()
+    margin: float = DEFAULT_MARGIN
+    storage: str = "auto"
+    draft: bool = True
+    data_root: str | os.PathLike | None = None
+    source_files: Sequence[str | os.PathLike] = ()
+
+    @property
+    def stored(self) -> int:
+        return stored_size(self.size, self.margin)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a cache is built, none of it in its key: ``on_error`` (``skip``: images that fail to decode are
+    counted in ``cache.skipped`` and their records left out; ``raise``: the first one raises
+    :class:`ImageError` and nothing is left on disk), ``workers`` (images decoded at once, threads: the crops
+    are the same), ``progress`` (called with the records done after each image), ``part=(i, n)`` with ``sync``
+    (process i of n building the cache together, see the module docstring) and ``shard_images``."""
+
+    on_error: OnError = "raise"
+    workers: int = 1
+    progress: Callable[[int], None] | None = None
+    part: tuple[int, int] = (0, 1)
+    sync: Sync = local_sync
+    shard_images: int = SHARD_IMAGES
 
 
 def _relative(path: str, data_root: str | os.PathLike | None) -> str:
@@ -90,17 +128,16 @@ def _image_sizes(records: Sequence[CropRecord], data_root: str | os.PathLike | N
     return sizes
 
 
-def cache_key(records: Sequence[CropRecord], size: int, geometry: CropGeometry, margin: float, draft: bool = True,
-              *, storage: str = "raw", data_root: str | os.PathLike | None = None,
-              source_files: Sequence[str | os.PathLike] = ()) -> str:
-    """SHA-256 of every input of the cached pixels (see the module docstring); ``storage`` already resolved."""
+def cache_key(records: Sequence[CropRecord], spec: CacheSpec, storage: Storage) -> str:
+    """SHA-256 of every input of the cached pixels (see the module docstring); ``storage`` resolved (raw/jpeg)."""
     rows = records_to_dicts(records)
     for row in rows:
-        row["image_path"] = _relative(row["image_path"], data_root)
-    payload = {"version": CACHE_VERSION, "resample": RESAMPLE_NAME, "size": int(size), "margin": float(margin),
-               "draft": bool(draft), "storage": storage, "quality": JPEG_QUALITY if storage == "jpeg" else None,
-               "geometry": geometry.to_dict(), "records": rows, "images": _image_sizes(records, data_root),
-               "sources": sorted(file_digest(p) for p in source_files)}
+        row["image_path"] = _relative(row["image_path"], spec.data_root)
+    payload = {"version": CACHE_VERSION, "resample": RESAMPLE_NAME, "size": int(spec.size),
+               "margin": float(spec.margin), "draft": bool(spec.draft), "storage": storage,
+               "quality": JPEG_QUALITY if storage == "jpeg" else None, "geometry": spec.geometry.to_dict(),
+               "records": rows, "images": _image_sizes(records, spec.data_root),
+               "sources": sorted(file_digest(p) for p in spec.source_files)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -182,15 +219,10 @@ def _open_valid(path: Path, key: str) -> CropCache | None:
     return cache
 
 
-def open_cache(cache_root: str | os.PathLike, records: Sequence[CropRecord], size: int,
-               geometry: CropGeometry = CropGeometry(), *, margin: float = DEFAULT_MARGIN, draft: bool = True,
-               storage: str = "auto", data_root: str | os.PathLike | None = None,
-               source_files: Sequence[str | os.PathLike] = ()) -> CropCache | None:
-    """The valid cache for these inputs under ``cache_root``, or None (never a stale or damaged one)."""
-    kind = choose_storage(storage, len(records), stored_size(size, margin))
-    key = cache_key(records, size, geometry, margin, draft, storage=kind, data_root=data_root,
-                    source_files=source_files)
-    return _open_valid(cache_path(cache_root, size, key), key)
+def open_cache(cache_root: str | os.PathLike, records: Sequence[CropRecord], spec: CacheSpec) -> CropCache | None:
+    """The valid cache of ``records`` as ``spec`` under ``cache_root``, or None (never a stale or damaged one)."""
+    key = cache_key(records, spec, choose_storage(spec.storage, len(records), spec.stored))
+    return _open_valid(cache_path(cache_root, spec.size, key), key)
 
 
 def shard_groups(records: Sequence[CropRecord], shard_images: int = SHARD_IMAGES) -> list[list[tuple[str, list[int]]]]:
@@ -199,14 +231,13 @@ def shard_groups(records: Sequence[CropRecord], shard_images: int = SHARD_IMAGES
     return [groups[i:i + shard_images] for i in range(0, len(groups), max(int(shard_images), 1))]
 
 
-def _shard_crops(records: Sequence[CropRecord], groups: list[tuple[str, list[int]]], size: int, stored: int,
-                 geometry: CropGeometry, kind: Storage, draft: bool, workers: int, policy: ErrorPolicy,
-                 ok: np.ndarray, progress: Callable[[int], None] | None):
+def _shard_crops(records: Sequence[CropRecord], groups: list[tuple[str, list[int]]], spec: CacheSpec, kind: Storage,
+                 options: BuildOptions, policy: ErrorPolicy, ok: np.ndarray):
     """Crops of one shard in shard order (a blank one for each record of an image that failed)."""
-    encode = encode_jpeg if kind == "jpeg" else None
+    encode, stored, progress = encode_jpeg if kind == "jpeg" else None, spec.stored, options.progress
     blank: Any = b"" if kind == "jpeg" else np.zeros((stored, stored, 3), np.uint8)
-    for idx, crops in iter_image_crops(records, stored, geometry, enlarge=stored / size, draft=draft,
-                                       workers=workers, groups=groups, encode=encode):
+    for idx, crops in iter_image_crops(records, stored, spec.geometry, enlarge=stored / spec.size, draft=spec.draft,
+                                       workers=options.workers, groups=groups, encode=encode):
         if isinstance(crops, ImageError):
             policy.report(ImageError(crops.file, crops.record, crops.reason,
                                      f"{crops.detail} ({len(idx)} crop{'s' * (len(idx) != 1)} skipped)"), n=1)
@@ -218,10 +249,10 @@ def _shard_crops(records: Sequence[CropRecord], groups: list[tuple[str, list[int
         yield from crops
 
 
-def _build_part(records: Sequence[CropRecord], build: Path, shards: list, part: tuple[int, int], size: int,
-                stored: int, geometry: CropGeometry, kind: Storage, draft: bool, workers: int, on_error: OnError,
-                progress: Callable[[int], None] | None) -> None:
+def _build_part(records: Sequence[CropRecord], build: Path, shards: list, spec: CacheSpec, kind: Storage,
+                options: BuildOptions) -> None:
     """Write this part's shards (every ``part[1]``-th from ``part[0]``) and a small JSON beside each."""
+    part, stored = options.part, spec.stored
     mine = list(range(part[0], len(shards), part[1]))
     check_free_space(build, estimated_bytes(kind, sum(len(i) for j in mine for _, i in shards[j]), stored),
                      f"the crops of {build.name}")
@@ -231,8 +262,8 @@ def _build_part(records: Sequence[CropRecord], build: Path, shards: list, part: 
         if crops_done:  # measured bytes per crop so far, for the crops still to write
             left = sum(len(i) for k in mine if k >= j for _, i in shards[k])
             check_free_space(build, int(written / crops_done * left), f"the rest of {build.name}")
-        policy, ok = ErrorPolicy(on_error), np.zeros(len(records), dtype=bool)
-        crops = _shard_crops(records, shards[j], size, stored, geometry, kind, draft, workers, policy, ok, progress)
+        policy, ok = ErrorPolicy(options.on_error), np.zeros(len(records), dtype=bool)
+        crops = _shard_crops(records, shards[j], spec, kind, options, policy, ok)
         nbytes, offsets, crc = write_shard(build / shard_name(j, kind), kind, crops, len(order), stored)
         written, crops_done = written + nbytes, crops_done + len(order)
         atomic_write_json(build / f"{shard_name(j, kind)}.json", {
@@ -280,43 +311,30 @@ def _prepare(root: Path, final: Path, key: str) -> tuple[bool, str]:
     return False, build.name
 
 
-def build_cache(records: Sequence[CropRecord], size: int, cache_root: str | os.PathLike,
-                geometry: CropGeometry = CropGeometry(), *, margin: float = DEFAULT_MARGIN,
-                category_map: CategoryMap | None = None, on_error: OnError = "raise", draft: bool = True,
-                progress: Callable[[int], None] | None = None, workers: int = 1, storage: str = "auto",
-                data_root: str | os.PathLike | None = None, source_files: Sequence[str | os.PathLike] = (),
-                part: tuple[int, int] = (0, 1), sync: Sync = local_sync,
-                shard_images: int = SHARD_IMAGES) -> CropCache:
-    """Build (or reuse) the cache of ``records`` at ``size`` under ``cache_root``; decode each image once.
-
-    With ``on_error="skip"`` images that fail to decode are counted in ``cache.skipped`` and their
-    records left out of ``cache.records``; with ``"raise"`` the first one raises :class:`ImageError`
-    and nothing is left on disk. ``workers``: images decoded at once (threads); the crops are the same.
-    ``storage``: ``raw``, ``jpeg`` or ``auto`` (:func:`~detection_bridge.shards.choose_storage`).
-    ``part=(i, n)`` with ``sync``: this is process i of n building the cache together (see the module
-    docstring); every part must call this with the same arguments.
-    """
-    records, root = list(records), Path(cache_root)
-    stored = stored_size(size, margin)
-    kind = choose_storage(storage, len(records), stored)
-    key = cache_key(records, size, geometry, margin, draft, storage=kind, data_root=data_root,
-                    source_files=source_files)
-    final = cache_path(root, size, key)
+def build_cache(records: Sequence[CropRecord], cache_root: str | os.PathLike, spec: CacheSpec,
+                options: BuildOptions = BuildOptions(), *, category_map: CategoryMap | None = None) -> CropCache:
+    """Build (or reuse) the cache of ``records`` as ``spec`` says under ``cache_root``, decoding each image once,
+    as ``options`` says (:class:`BuildOptions`: error policy, threads, progress, this process's part of the
+    shards: every part must call this with the same records and spec)."""
+    records, root, part, sync = list(records), Path(cache_root), options.part, options.sync
+    kind = choose_storage(spec.storage, len(records), spec.stored)
+    key = cache_key(records, spec, kind)
+    final = cache_path(root, spec.size, key)
     with contextlib.ExitStack() as held:
         if part[0] == 0:  # one build of a cache at a time: a second process waits, then reuses it
             held.enter_context(build_lock(root, final))
         found, build_name = sync(_prepare(root, final, key) if part[0] == 0 else None)
         if found:  # part 0 has just verified it (_prepare -> _open_valid): no second pass over its shards
             return CropCache(final, verify=False)
-        build, shards = root / build_name, shard_groups(records, shard_images)
-        header = {"version": CACHE_VERSION, "key": key, "size": int(size), "stored_size": stored,
-                  "margin": float(margin), "draft": bool(draft), "storage": kind, "geometry": geometry.to_dict(),
+        build, shards = root / build_name, shard_groups(records, options.shard_images)
+        header = {"version": CACHE_VERSION, "key": key, "size": int(spec.size), "stored_size": spec.stored,
+                  "margin": float(spec.margin), "draft": bool(spec.draft), "storage": kind,
+                  "geometry": spec.geometry.to_dict(),
                   # what it was cut from, for `lowres cache list` (not keyed: a copy of the data elsewhere shares it)
-                  "source": {"images": str(data_root) if data_root else None,
-                             "files": [str(f) for f in source_files]}}
+                  "source": {"images": str(spec.data_root) if spec.data_root else None,
+                             "files": [str(f) for f in spec.source_files]}}
         try:
-            _build_part(records, build, shards, part, size, stored, geometry, kind, draft, workers, on_error,
-                        progress)
+            _build_part(records, build, shards, spec, kind, options)
             sync(None)
             if part[0] == 0:
                 _finish(records, build, len(shards), header, category_map)

@@ -6,56 +6,52 @@ boxes filtered by rule (crowd, minimum size, IoU band, score, top-k) and the inp
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .fileio import atomic_write_json
-from .boxes import CropGeometry
-from .cache import DEFAULT_MARGIN, Sync, local_sync, build_cache
+from .cache import BuildOptions, CacheSpec, build_cache
 from .coco import SplitOptions, load_split
 from .errors import SkipLog
 from .records import summarize_records
 
 
-def build_crops(data: str | os.PathLike | None = None, split: str = "train", size: int = 79,
-                options: SplitOptions | None = None, *, out: str | os.PathLike,
-                detections: str | os.PathLike | None = None, annotations: str | os.PathLike | None = None,
-                images: str | os.PathLike | None = None, margin: float = DEFAULT_MARGIN,
-                geometry: CropGeometry | None = None, draft: bool = True,
-                progress: Callable[[int], None] | None = None, workers: int = 1, storage: str = "auto",
-                part: tuple[int, int] = (0, 1), sync: Sync = local_sync) -> dict[str, Any]:
-    """Build the crop cache of one split at ``size`` under ``out`` and write ``out/summary_<split>_<size>px.json``.
+def build_crops(data: str | os.PathLike | None, split: str, spec: CacheSpec, options: SplitOptions | None = None, *,
+                out: str | os.PathLike, detections: str | os.PathLike | None = None,
+                annotations: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
+                build: BuildOptions = BuildOptions()) -> dict[str, Any]:
+    """Build the crop cache of one split as ``spec`` says (:class:`~detection_bridge.cache.CacheSpec`: size,
+    geometry, margin, storage; what the records came from is filled in here) under ``out`` and write
+    ``out/summary_<split>_<size>px.json``.
 
     ``data`` is a coco-mini-layout folder; ``annotations``/``images`` override its paths. ``options`` say which
     records (:class:`~detection_bridge.coco.SplitOptions`; its ``on_error`` also applies to decoding); by
-    default the detections' boxes when a detections file is given, else ground truth. ``progress`` is called
-    with the number of records done after each image (for a progress bar); ``workers`` decode that many
-    images at once (threads); ``storage``, ``part`` and ``sync`` as :func:`~detection_bridge.cache.build_cache`
-    (only part 0 writes the summary). Returns the summary dict,
-    which also holds ``summary_path`` and ``cache.path``.
+    default the detections' boxes when a detections file is given, else ground truth. ``build``: threads,
+    progress and this process's part, as :func:`~detection_bridge.cache.build_cache` (only part 0 writes the
+    summary). Returns the summary dict, which also holds ``summary_path`` and ``cache.path``.
     """
     start = time.perf_counter()
-    geometry = geometry or CropGeometry()
     options = options or SplitOptions(boxes="detections" if detections is not None else "gt")
     crop_set = load_split(data, split, options, detections_file=detections, annotations=annotations, images=images)
-    cache = build_cache(crop_set.records, size, out, geometry, margin=margin, category_map=crop_set.category_map,
-                        on_error=options.on_error, draft=draft, progress=progress, workers=workers, storage=storage,
-                        part=part, sync=sync, **crop_set.cache_inputs())
+    spec = dataclasses.replace(spec, **crop_set.cache_inputs())
+    cache = build_cache(crop_set.records, out, spec, dataclasses.replace(build, on_error=options.on_error),
+                        category_map=crop_set.category_map)
     skipped = SkipLog()
     skipped.merge(crop_set.skipped)
     skipped.merge(cache.skipped)
     summary = {**crop_set.summary(), **summarize_records(cache.records, crop_set.category_map),
                "num_records_before_decoding": len(crop_set.records), "skipped": skipped.to_dict(),
-               "geometry": geometry.to_dict(), "size": int(size),
+               "geometry": spec.geometry.to_dict(), "size": int(spec.size),
                "cache": {"path": str(cache.path), "key": cache.key, "stored_size": cache.stored_size,
                          "margin": cache.margin, "num_crops": len(cache), "storage": cache.storage,
                          "bytes": cache.nbytes},
                "seconds": round(time.perf_counter() - start, 3)}
-    path = Path(out) / f"summary_{split}_{int(size)}px.json"
+    path = Path(out) / f"summary_{split}_{int(spec.size)}px.json"
     summary["summary_path"] = str(path)
-    if part[0] == 0:
+    if build.part[0] == 0:
         atomic_write_json(path, summary, indent=1, sort_keys=True)
     return summary
 

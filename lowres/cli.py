@@ -93,6 +93,7 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
 
     from detection_bridge import synthetic
     from detection_bridge.boxes import CropGeometry
+    from detection_bridge.cache import BuildOptions, CacheSpec
     from detection_bridge.coco import SplitOptions
     from detection_bridge.summary import build_crops, format_summary
 
@@ -114,9 +115,10 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
             options = SplitOptions(boxes="detections" if detections else "gt", background=background,
                                    min_size=min_size, score_threshold=score_threshold, top_k=top_k, jitter=jitter,
                                    on_error=on_error)
-            summary = build_crops(data, split, size, options, out=out, detections=detections,
-                                  annotations=annotations, images=images, geometry=CropGeometry(mode=mode),
-                                  workers=workers, progress=bar.update, storage=storage, part=part, sync=sync)
+            spec = CacheSpec(size, CropGeometry(mode=mode), storage=storage)
+            summary = build_crops(data, split, spec, options, out=out, detections=detections,
+                                  annotations=annotations, images=images,
+                                  build=BuildOptions(workers=workers, progress=bar.update, part=part, sync=sync))
     finally:
         _leave_group(env)
     if part[0] == 0:

@@ -43,31 +43,31 @@ def test_list_and_clean_by_age(tmp_path):
 
 def test_opening_a_crop_cache_marks_it_used(tmp_path):
     from detection_bridge import synthetic
-    from detection_bridge.cache import build_cache, open_cache
+    from detection_bridge.cache import CacheSpec, build_cache, open_cache
     from detection_bridge.coco import load_split
 
     data = synthetic.generate(tmp_path / "data")
     crop_set = load_split(data, "val")
     records = crop_set.records[:4]
-    cache = build_cache(records, 32, tmp_path / "crops", **crop_set.cache_inputs())
+    cache = build_cache(records, tmp_path / "crops", CacheSpec(32, **crop_set.cache_inputs()))
     listed = CliRunner().invoke(main, ["cache", "list", "--cache-dir", str(tmp_path)])
     assert f"[data/images/val ({len(records)} crops)]" in listed.output  # which data set and split it holds
     old = time.time() - 30 * 86400
     for p in [*cache.path.iterdir(), cache.path]:
         os.utime(p, (old, old))
     assert clean_cache(tmp_path, older_than_days=7, dry_run=True)
-    assert open_cache(tmp_path / "crops", records, 32, **crop_set.cache_inputs()) is not None
+    assert open_cache(tmp_path / "crops", records, CacheSpec(32, **crop_set.cache_inputs())) is not None
     assert not clean_cache(tmp_path, older_than_days=7, dry_run=True)
 
 
 def test_verify_names_a_damaged_crop_cache(tmp_path):
     from detection_bridge import synthetic
-    from detection_bridge.cache import build_cache
+    from detection_bridge.cache import CacheSpec, build_cache
     from detection_bridge.coco import load_split
 
     records = load_split(synthetic.generate(tmp_path / "data"), "val").records[:6]
-    good = build_cache(records, 32, tmp_path / "crops")
-    bad = build_cache(records[:3], 32, tmp_path / "crops")
+    good = build_cache(records, tmp_path / "crops", CacheSpec(32))
+    bad = build_cache(records[:3], tmp_path / "crops", CacheSpec(32))
     ok = CliRunner().invoke(main, ["cache", "verify", "--cache-dir", str(tmp_path)])
     assert ok.exit_code == 0 and "2 crop cache(s) checked, 0 damaged" in ok.output, ok.output
     shard = bad.shards[0].path

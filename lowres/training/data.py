@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from detection_bridge import synthetic
 from detection_bridge.boxes import stored_size
-from detection_bridge.cache import build_cache, open_cache
+from detection_bridge.cache import BuildOptions, CacheSpec, build_cache, open_cache
 from detection_bridge.coco import SplitOptions, load_split
 from detection_bridge.color import ColorJitter
 from detection_bridge.dataset import CropDataset
@@ -182,13 +182,13 @@ def _build_cache(crop_set: Any, records: list, size: int, geometry: Any, cfg: Co
     """Build (or reuse) the crop cache, decoding each image once. Under torchrun every process of a node
     builds its share of the shards, in step through a gloo group with a long timeout (``node_sync``)."""
     root = default_cache_root(cfg) / "crops"
-    kwargs = {"margin": cfg.crop.margin, "storage": cfg.data.crop_storage, **crop_set.cache_inputs()}
-    cache = open_cache(root, records, size, geometry, **kwargs)
+    spec = CacheSpec(size, geometry, margin=cfg.crop.margin, storage=cfg.data.crop_storage, **crop_set.cache_inputs())
+    cache = open_cache(root, records, spec)
     if cache is None or env.distributed:  # every rank takes part in a build (a reuse costs one sync)
         if cache is None:
             logger.info(f"building the {size} px crop cache for {len(records)} crops under {root} (once)")
-        cache = build_cache(records, size, root, geometry, category_map=crop_set.category_map,
-                            workers=cfg.data.build_workers, part=node_part(env), sync=node_sync(env), **kwargs)
+        build = BuildOptions(workers=cfg.data.build_workers, part=node_part(env), sync=node_sync(env))
+        cache = build_cache(records, root, spec, build, category_map=crop_set.category_map)
     return cache
 
 

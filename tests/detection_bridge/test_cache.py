@@ -11,7 +11,7 @@ from PIL import Image
 
 import detection_bridge.cache as cache_mod
 from detection_bridge.boxes import CropGeometry
-from detection_bridge.cache import CropCache, build_cache, cache_key, open_cache
+from detection_bridge.cache import BuildOptions, CacheSpec, CropCache, build_cache, cache_key, open_cache
 from detection_bridge.coco import SplitOptions, load_split
 from detection_bridge.cropper import extract_crops
 from detection_bridge.dataset import CropDataset
@@ -28,7 +28,7 @@ def coco_records(coco_mini: Path) -> list:
 
 def test_round_trip_on_coco_mini(coco_records, tmp_path):
     geo = CropGeometry()
-    cache = build_cache(coco_records, 79, tmp_path, geo, margin=0.2)
+    cache = build_cache(coco_records, tmp_path, CacheSpec(79, geometry=geo, margin=0.2))
     assert len(cache) == len(coco_records) and cache.records == coco_records and cache.stored_size == 95
     reopened = CropCache(cache.path)
     path = coco_records[0].image_path
@@ -43,21 +43,21 @@ def test_round_trip_on_coco_mini(coco_records, tmp_path):
 
 def test_threaded_build_gives_the_same_crops(tiny_coco, tmp_path):
     records = load_split(tiny_coco.root, "val", SplitOptions(boxes="both", background=True, jitter=3)).records
-    one = build_cache(records, 24, tmp_path / "one")
-    two = build_cache(records, 24, tmp_path / "two", workers=2)
+    one = build_cache(records, tmp_path / "one", CacheSpec(24))
+    two = build_cache(records, tmp_path / "two", CacheSpec(24), BuildOptions(workers=2))
     assert one.records == two.records
     assert all(np.array_equal(one[i], two[i]) for i in range(len(one)))
 
 
 def test_second_build_and_cached_epochs_decode_no_jpeg(tiny_coco, tmp_path, monkeypatch):
     records = load_split(tiny_coco.root, "val").records
-    first = build_cache(records, 31, tmp_path, margin=0.1)
+    first = build_cache(records, tmp_path, CacheSpec(31, margin=0.1))
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("a JPEG was opened")
 
     monkeypatch.setattr(Image, "open", no_decoding)
-    again = build_cache(records, 31, tmp_path, margin=0.1)
+    again = build_cache(records, tmp_path, CacheSpec(31, margin=0.1))
     assert again.path == first.path
     dataset = CropDataset(None, 31, cache=again, train=True)
     for epoch in range(2):
@@ -69,21 +69,25 @@ def test_second_build_and_cached_epochs_decode_no_jpeg(tiny_coco, tmp_path, monk
 def test_key_changes_with_every_input(tiny_coco, tmp_path):
     records = load_split(tiny_coco.root, "val").records
     geo = CropGeometry()
-    base = cache_key(records, 79, geo, 0.2)
-    assert cache_key(list(records), 79, geo, 0.2) == base
-    assert cache_key(records[:-1], 79, geo, 0.2) != base
-    assert cache_key(records, 151, geo, 0.2) != base
-    assert cache_key(records, 79, geo, 0.25) != base
-    assert cache_key(records, 79, CropGeometry(mode="warp"), 0.2) != base
-    assert cache_key(records, 79, CropGeometry(context=1.0), 0.2) != base
-    assert cache_key(records, 79, geo, 0.2, draft=False) != base
-    assert cache_key(records, 79, geo, 0.2, storage="jpeg") != base
+
+    def key(recs=records, storage="raw", **spec):  # type: ignore[no-untyped-def]
+        return cache_key(recs, CacheSpec(**{"size": 79, "geometry": geo, "margin": 0.2, **spec}), storage)
+
+    base = key()
+    assert key(list(records)) == base
+    assert key(records[:-1]) != base
+    assert key(size=151) != base
+    assert key(margin=0.25) != base
+    assert key(geometry=CropGeometry(mode="warp")) != base
+    assert key(geometry=CropGeometry(context=1.0)) != base
+    assert key(draft=False) != base
+    assert key(storage="jpeg") != base
     path = tiny_coco.image_path("a.jpg")
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert cache_key(records, 79, geo, 0.2) == base  # a touched file (or a copy with new mtimes) keys the same
+    assert key() == base  # a touched file (or a copy with new mtimes) keys the same
     path.write_bytes(path.read_bytes() + b"\0")
-    assert cache_key(records, 79, geo, 0.2) != base  # a file of another size does not
+    assert key() != base  # a file of another size does not
 
 
 def test_identical_data_in_two_places_gives_one_key(tiny_coco, tmp_path):
@@ -92,23 +96,24 @@ def test_identical_data_in_two_places_gives_one_key(tiny_coco, tmp_path):
     one = load_split(tiny_coco.root, "val", SplitOptions(boxes="both"))
     two = load_split(copy, "val", SplitOptions(boxes="both"))
     assert one.records != two.records  # absolute image paths differ
-    geo = CropGeometry()
-    assert cache_key(one.records, 79, geo, 0.2, **one.cache_inputs()) == cache_key(two.records, 79, geo, 0.2,
-                                                                                  **two.cache_inputs())
+
+    def key(crop_set):  # type: ignore[no-untyped-def]
+        return cache_key(crop_set.records, CacheSpec(79, CropGeometry(), 0.2, **crop_set.cache_inputs()), "raw")
+
+    assert key(one) == key(two)
     ann = Path(two.cache_inputs()["source_files"][0])
     ann.write_text(ann.read_text().replace('"images"', '"images" '))  # same records, edited annotation file
-    assert cache_key(one.records, 79, geo, 0.2, **one.cache_inputs()) != cache_key(two.records, 79, geo, 0.2,
-                                                                                  **two.cache_inputs())
+    assert key(one) != key(two)
 
 
 def test_changed_image_invalidates_the_cache(tiny_coco, tmp_path, jpeg_writer):
     records = load_split(tiny_coco.root, "val").records
-    first = build_cache(records, 24, tmp_path, margin=0.0)
+    first = build_cache(records, tmp_path, CacheSpec(24, margin=0.0))
     old_size = tiny_coco.image_path("a.jpg").stat().st_size
     jpeg_writer(tiny_coco.image_path("a.jpg"), 64, 48, seed=99)  # same size, new pixels
     assert tiny_coco.image_path("a.jpg").stat().st_size != old_size
-    assert open_cache(tmp_path, records, 24, margin=0.0) is None  # the old one is never read
-    second = build_cache(records, 24, tmp_path, margin=0.0)
+    assert open_cache(tmp_path, records, CacheSpec(24, margin=0.0)) is None  # the old one is never read
+    second = build_cache(records, tmp_path, CacheSpec(24, margin=0.0))
     assert second.path != first.path
     assert not np.array_equal(first[0], second[0]) and np.array_equal(first[2], second[2])
 
@@ -126,11 +131,11 @@ def test_failed_build_leaves_nothing(tiny_coco, tmp_path, monkeypatch, error):
 
     monkeypatch.setattr(cache_mod, "iter_image_crops", failing)
     with pytest.raises(error):
-        build_cache(records, 24, tmp_path / "cache")
+        build_cache(records, tmp_path / "cache", CacheSpec(24))
     assert list((tmp_path / "cache").iterdir()) == []
-    assert open_cache(tmp_path / "cache", records, 24) is None
+    assert open_cache(tmp_path / "cache", records, CacheSpec(24)) is None
     monkeypatch.undo()
-    assert len(build_cache(records, 24, tmp_path / "cache")) == len(records)
+    assert len(build_cache(records, tmp_path / "cache", CacheSpec(24))) == len(records)
 
 
 def test_bad_image_raises_and_leaves_nothing_or_is_counted(tiny_coco, tmp_path):
@@ -139,9 +144,9 @@ def test_bad_image_raises_and_leaves_nothing_or_is_counted(tiny_coco, tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # truncated after load_split read the (intact) header
     with pytest.raises(ImageError, match="b.jpg.*corrupt_image|corrupt_image"):
-        build_cache(records, 24, tmp_path / "c")
+        build_cache(records, tmp_path / "c", CacheSpec(24))
     assert list((tmp_path / "c").iterdir()) == []
-    cache = build_cache(records, 24, tmp_path / "c", on_error="skip")
+    cache = build_cache(records, tmp_path / "c", CacheSpec(24), BuildOptions(on_error="skip"))
     assert [r.image_id for r in cache.records] == [1, 1, 3]
     assert cache.skipped.counts == {"corrupt_image": 1}
     assert "1 crop skipped" in cache.skipped.examples["corrupt_image"][0]
@@ -152,13 +157,13 @@ def test_bad_image_raises_and_leaves_nothing_or_is_counted(tiny_coco, tmp_path):
 
 def test_damaged_cache_is_rebuilt(tiny_coco, tmp_path):
     records = load_split(tiny_coco.root, "val").records
-    cache = build_cache(records, 24, tmp_path)
+    cache = build_cache(records, tmp_path, CacheSpec(24))
     crops = cache.path / "shard-00000.npy"
     crops.write_bytes(crops.read_bytes()[:-100])
     with pytest.raises(CacheError, match="shard-00000.npy.*truncated"):
         CropCache(cache.path)
-    assert open_cache(tmp_path, records, 24) is None
-    rebuilt = build_cache(records, 24, tmp_path)
+    assert open_cache(tmp_path, records, CacheSpec(24)) is None
+    rebuilt = build_cache(records, tmp_path, CacheSpec(24))
     assert rebuilt.path == cache.path and len(rebuilt) == len(records)
     shutil.rmtree(rebuilt.path)
-    assert open_cache(tmp_path, records, 24) is None
+    assert open_cache(tmp_path, records, CacheSpec(24)) is None

@@ -14,7 +14,7 @@ import pytest
 
 import detection_bridge.cache as cache_mod
 import detection_bridge.shards as shards_mod
-from detection_bridge.cache import CropCache, build_cache, open_cache
+from detection_bridge.cache import BuildOptions, CacheSpec, CropCache, build_cache, open_cache
 from detection_bridge.coco import load_split
 from detection_bridge.dataset import CropDataset
 from detection_bridge.errors import CacheError
@@ -30,8 +30,8 @@ def _crops(cache: CropCache) -> np.ndarray:
 
 
 def test_jpeg_shards_are_close_to_raw_and_smaller(records, tmp_path):
-    raw = build_cache(records, 47, tmp_path, storage="raw", shard_images=3)
-    jpeg = build_cache(records, 47, tmp_path, storage="jpeg", shard_images=3)
+    raw = build_cache(records, tmp_path, CacheSpec(47, storage="raw"), BuildOptions(shard_images=3))
+    jpeg = build_cache(records, tmp_path, CacheSpec(47, storage="jpeg"), BuildOptions(shard_images=3))
     assert jpeg.path != raw.path and jpeg.storage == "jpeg" and len(jpeg.shards) == len(raw.shards) > 1
     assert jpeg.records == raw.records
     diff = np.abs(_crops(jpeg).astype(float) - _crops(raw))
@@ -60,7 +60,7 @@ def _threaded_sync(parts: int):
 
 @pytest.mark.parametrize("storage", ["raw", "jpeg"])
 def test_parts_build_shards_together(records, tmp_path, storage):
-    alone = build_cache(records, 31, tmp_path / "alone", storage=storage, shard_images=2)
+    alone = build_cache(records, tmp_path / "alone", CacheSpec(31, storage=storage), BuildOptions(shard_images=2))
     sync_for, done, owners = _threaded_sync(2), {}, {}
     real = cache_mod.write_shard
 
@@ -71,8 +71,8 @@ def test_parts_build_shards_together(records, tmp_path, storage):
     cache_mod.write_shard = spy
     try:
         threads = [threading.Thread(name=f"part{p}", target=lambda p=p: done.__setitem__(p, build_cache(
-            records, 31, tmp_path / "shared", storage=storage, shard_images=2, part=(p, 2), sync=sync_for(p))))
-            for p in range(2)]
+            records, tmp_path / "shared", CacheSpec(31, storage=storage),
+            BuildOptions(shard_images=2, part=(p, 2), sync=sync_for(p))))) for p in range(2)]
         for t in threads:
             t.start()
         for t in threads:
@@ -88,7 +88,7 @@ def test_parts_build_shards_together(records, tmp_path, storage):
 def test_too_little_disk_space_is_a_clear_error_before_writing(records, tmp_path, monkeypatch):
     monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     with pytest.raises(CacheError, match=r"not enough disk space.*needs about .* GB, 0\.00 GB free") as info:
-        build_cache(records, 79, tmp_path / "c")
+        build_cache(records, tmp_path / "c", CacheSpec(79))
     assert str(tmp_path / "c") in str(info.value)
     assert list((tmp_path / "c").iterdir()) == []
 
@@ -115,7 +115,7 @@ def test_full_disk_while_writing_is_a_clear_error_and_leaves_nothing(records, tm
 
     monkeypatch.setattr(shards_mod, "open", lambda path, mode: FullDisk(open(path, mode)), raising=False)
     with pytest.raises(CacheError, match=r"shard-00000\.npy: cannot write crop shard: No space left"):
-        build_cache(records, 47, tmp_path / "c")
+        build_cache(records, tmp_path / "c", CacheSpec(47))
     assert list((tmp_path / "c").iterdir()) == []
 
 
@@ -127,28 +127,28 @@ def test_stale_build_folders_of_killed_runs_are_removed(records, tmp_path):
     for folder in (stale, live):
         folder.mkdir()
         (folder / "shard-00000.npy").write_bytes(b"half")
-    build_cache(records, 31, tmp_path)
+    build_cache(records, tmp_path, CacheSpec(31))
     assert not stale.exists() and live.is_dir()
 
 
 def test_missing_shard_or_cache_of_other_data(records, tmp_path):
-    cache = build_cache(records, 31, tmp_path, shard_images=2)
+    cache = build_cache(records, tmp_path, CacheSpec(31), BuildOptions(shard_images=2))
     (cache.path / "shard-00001.npy").unlink()
     with pytest.raises(CacheError, match="shard-00001.npy: crop shard missing"):
         CropCache(cache.path)
-    assert len(build_cache(records, 31, tmp_path, shard_images=2)) == len(records)  # rebuilt
-    other = build_cache(records[:10], 31, tmp_path / "other")
+    assert len(build_cache(records, tmp_path, CacheSpec(31), BuildOptions(shard_images=2))) == len(records)  # rebuilt
+    other = build_cache(records[:10], tmp_path / "other", CacheSpec(31))
     shutil.rmtree(cache.path)
     shutil.copytree(other.path, cache.path)  # a cache of other data under this data's name
-    assert open_cache(tmp_path, records, 31) is None
-    assert build_cache(records, 31, tmp_path, shard_images=2).records == records
+    assert open_cache(tmp_path, records, CacheSpec(31)) is None
+    assert build_cache(records, tmp_path, CacheSpec(31), BuildOptions(shard_images=2)).records == records
 
 
 @pytest.mark.parametrize("storage", ["raw", "jpeg"])
 def test_flipped_bytes_inside_a_shard_are_found_and_the_cache_rebuilt(records, tmp_path, storage):
     """Same size, other bytes: the size check cannot see it, the CRC-32 must (a raw crop would be read as
     wrong pixels without a word)."""
-    cache = build_cache(records, 31, tmp_path, storage=storage, shard_images=2)
+    cache = build_cache(records, tmp_path, CacheSpec(31, storage=storage), BuildOptions(shard_images=2))
     good = _crops(cache)
     shard = cache.shards[1].path
     data = bytearray(shard.read_bytes())
@@ -158,8 +158,8 @@ def test_flipped_bytes_inside_a_shard_are_found_and_the_cache_rebuilt(records, t
     with pytest.raises(CacheError, match=f"{shard.name}: crop shard is corrupted"):
         CropCache(cache.path)
     CropCache(cache.path, verify=False)  # size only: what a large cache checks on every open
-    assert open_cache(tmp_path, records, 31, storage=storage) is None  # never handed out
-    rebuilt = build_cache(records, 31, tmp_path, storage=storage, shard_images=2)
+    assert open_cache(tmp_path, records, CacheSpec(31, storage=storage)) is None  # never handed out
+    rebuilt = build_cache(records, tmp_path, CacheSpec(31, storage=storage), BuildOptions(shard_images=2))
     assert np.array_equal(_crops(rebuilt), good)
 
 
@@ -178,7 +178,7 @@ def test_two_processes_building_one_cache_decode_it_once(records, tmp_path, monk
     monkeypatch.setattr(cache_mod, "write_shard", slow_write)
     done = {}
     threads = [threading.Thread(name=f"run{k}", target=lambda k=k: done.__setitem__(
-        k, build_cache(records, 31, tmp_path, shard_images=4))) for k in range(2)]
+        k, build_cache(records, tmp_path, CacheSpec(31), BuildOptions(shard_images=4)))) for k in range(2)]
     for t in threads:
         t.start()
     for t in threads:

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from detection_bridge.boxes import CropGeometry, stored_size
-from detection_bridge.cache import build_cache
+from detection_bridge.cache import CacheSpec, build_cache
 from detection_bridge.coco import SplitOptions, load_split
 from detection_bridge.color import COLOR_PARAMS, ColorJitter
 from detection_bridge.cropper import extract_crops
@@ -36,7 +36,7 @@ def test_pipelines_per_size(size):
 
 def test_items_and_eval_equals_direct_crop(synthetic_records, tmp_path):
     records = synthetic_records[:40]
-    cache = build_cache(records, 47, tmp_path, margin=0.2)
+    cache = build_cache(records, tmp_path, CacheSpec(47, margin=0.2))
     cached, uncached = CropDataset(None, 47, cache=cache), CropDataset(records, 47, margin=0.2)
     geo = CropGeometry()
     for i in (0, 7, 39):
@@ -64,7 +64,7 @@ def test_train_items_vary_and_carry_colour_factors(synthetic_records):
 
 
 def test_distributed_sampler_shards_the_dataset(synthetic_records, tmp_path):
-    cache = build_cache(synthetic_records, 31, tmp_path, margin=0.1)
+    cache = build_cache(synthetic_records, tmp_path, CacheSpec(31, margin=0.1))
     dataset = CropDataset(None, 31, cache=cache, train=True)
     seen = []
     for rank in range(2):
@@ -82,7 +82,7 @@ def test_distributed_sampler_shards_the_dataset(synthetic_records, tmp_path):
 
 
 def test_dataset_argument_checks(synthetic_records, tmp_path):
-    cache = build_cache(synthetic_records[:4], 24, tmp_path)
+    cache = build_cache(synthetic_records[:4], tmp_path, CacheSpec(24))
     with pytest.raises(ValueError, match="size"):
         CropDataset(None, 25, cache=cache)
     with pytest.raises(ValueError):
