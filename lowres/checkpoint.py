@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ._atomic import atomic_write_bytes
-from .errors import CheckpointError
+from .errors import CheckpointError, NotACheckpointError
 
 __all__ = ["CheckpointError", "CHECKPOINT_VERSION", "Field", "SCHEMA", "PURPOSES", "check_state", "state_checksum",
            "save_checkpoint", "load_checkpoint"]
@@ -146,13 +146,13 @@ def _read(path: Path, map_location: str | torch.device) -> Any:
     if size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint (an interrupted copy?)")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not a lowres checkpoint: not a PyTorch archive ({size} bytes; a text "
+        raise NotACheckpointError(f"{path} is not a lowres checkpoint: not a PyTorch archive ({size} bytes; a text "
                               "file, another format, or a corrupted checkpoint)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # damaged archive, or foreign content weights_only refuses
+    except Exception as exc:  # damaged archive, or foreign content weights_only refuses (a TorchScript archive)
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is corrupted or not a lowres checkpoint: {detail[:300]}") from None
+        raise NotACheckpointError(f"{path} is corrupted or not a lowres checkpoint: {detail[:300]}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *, purpose: str = "read"
@@ -165,7 +165,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"no checkpoint at {path}")
     state = _read(path, map_location)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise CheckpointError(f"{path} is not a lowres training checkpoint (no model/config entries)")
+        raise NotACheckpointError(f"{path} is not a lowres training checkpoint (no model/config entries)")
     if "checksum" in state or state.get("version") != 1:  # only version 1 predates checksums
         stored = state.get("checksum")
         if stored != state_checksum({k: v for k, v in state.items() if k != "checksum"}):

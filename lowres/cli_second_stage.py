@@ -7,13 +7,11 @@ import click
 from ._cli_guard import writable_file
 
 
-def _checkpoint_data(checkpoint: str) -> str:
+def _checkpoint_data(loaded: object, checkpoint: str) -> str:
     """``rescore`` without --data/--images: the checkpoint's training data folder, saying so."""
-    from .checkpoint import load_checkpoint
     from .training.evaluate import checkpoint_data_path
 
-    state = load_checkpoint(checkpoint)
-    path = checkpoint_data_path(state["config"]["data"].get("path"), state.get("provenance") or [], checkpoint)
+    path = checkpoint_data_path(loaded.config.data.path, loaded.provenance, checkpoint)  # type: ignore[attr-defined]
     if path is None:
         raise click.UsageError(f"{checkpoint} was trained on the synthetic set: give --data DIR [--split S] or "
                                "--images DIR [--annotations FILE]")
@@ -78,6 +76,7 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
     (AP, AP50, AP75, APs, APm, APl) before and after, per fusion rule."""
     from ._atomic import atomic_write_json
     from ._console import progress_bar
+    from .builder import load_model
     from .rcnn import SecondStage
     from .rcnn.calibrate import rescore_fusions
     from .rcnn.files import load_label_map, metrics_table, rescore_file
@@ -88,18 +87,18 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
     if annotations is not None and images is None:
         raise click.UsageError("--annotations needs --images")
     threshold = None if background_threshold >= 1 else background_threshold
+    if "auto" in fusion and label_map is not None:
+        raise click.UsageError("--fusion auto calibrates on COCO category ids: it does not take --label-map yet")
     mapping = load_label_map(label_map) if label_map else None
+    dev = resolve_device(device)
+    loaded = load_model(checkpoint, use_ema=not no_ema, device=dev)  # read once: the data path comes from it too
     if data is None and images is None:
-        data = _checkpoint_data(checkpoint)
+        data = _checkpoint_data(loaded, checkpoint)
     if "auto" in fusion and data is None:
         raise click.UsageError("--fusion auto needs --data: the calibration split's ground truth is found there")
     if crossfit == 1:
         raise click.UsageError("--crossfit K needs K >= 2 folds (0 = off)")
-    if "auto" in fusion and mapping is not None:
-        raise click.UsageError("--fusion auto calibrates on COCO category ids: it does not take --label-map yet")
-
-    stage = SecondStage.from_checkpoint(checkpoint, resolve_device(device), use_ema=not no_ema,
-                                        chunk_size=chunk_size, precision=precision, compile=compile_)
+    stage = SecondStage.from_loaded(loaded, dev, chunk_size=chunk_size, precision=precision, compile=compile_)
     with progress_bar(not no_progress and "auto" in fusion, desc="calibrate", unit="img") as bar:
         fusions = rescore_fusions(stage, fusion, checkpoint=checkpoint, detections=detections, data=data,
                                   background_threshold=threshold, max_area=max_area, split=calibrate_split,

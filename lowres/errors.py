@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from detection_bridge.errors import ExpectedError
 
-__all__ = ["ExpectedError", "LowresError", "InputError", "ConfigError", "CheckpointError", "FolderLockedError",
+__all__ = ["ExpectedError", "LowresError", "InputError", "ConfigError", "CheckpointError", "NotACheckpointError",
+           "FolderLockedError",
            "TrainingDiverged", "TrainingInterrupted", "BenchError"]
 
 
@@ -33,6 +34,11 @@ class ConfigError(LowresError, ValueError):
 
 class CheckpointError(LowresError, RuntimeError):
     """A checkpoint is missing, unreadable or incompatible with the requested run."""
+
+
+class NotACheckpointError(CheckpointError):
+    """The file is not a lowres checkpoint at all (another format, a foreign state dict): a reader that also
+    takes other weight files tries those next."""
 
 
 class FolderLockedError(LowresError, RuntimeError):

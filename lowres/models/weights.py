@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from .tf_graph import GraphError, graph_state_dict, is_graph_archive, read_graph
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ _CLASSIFIER_PREFIXES = ("fc.", "AuxLogits.fc.", "AuxLogits.fc_bn.")
 _SAFETENSORS_SUFFIX = ".safetensors"
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """A weights file that cannot be read or does not fit the model; the message names the file and why."""
 
 

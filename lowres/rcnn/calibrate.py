@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..errors import InputError
 from .files import ClassifiedResults, classify_results, coco_ap, coco_bbox_metrics, load_results, split_ground_truth
 from .fusion import DETECTOR, FUSIONS, SIZE_THRESHOLDS, Band, Fusion, RuleParams, parse_max_area
 from .second_stage import SecondStage
@@ -209,7 +210,7 @@ def calibration_detections(detections: str | os.PathLike, split: str) -> Path:
     path = Path(detections)
     name, sep, _ = path.stem.rpartition("_")
     if not sep or not name:
-        raise ValueError(f"{path}: cannot tell the detector's name (expected <name>_<split>.json); "
+        raise InputError(f"{path}: cannot tell the detector's name (expected <name>_<split>.json); "
                          "pass the calibration split's detections file explicitly")
     return path.with_name(f"{name}_{split}{path.suffix}")
 
@@ -233,11 +234,11 @@ def calibrate_file(stage: SecondStage, detections: str | os.PathLike, *, data: s
     coco, index = split_ground_truth(str(data), split)
     results = load_results(detections)
     if not results:
-        raise ValueError(f"{detections}: no detections to calibrate on")
+        raise InputError(f"{detections}: no detections to calibrate on")
     classified = classify_results(stage, results, index, batch_images=batch_images, on_unknown=on_unknown,
                                   where=str(detections), progress=progress)
     if not classified.detections:
-        raise ValueError(f"{detections}: none of its detections is for an image of split {split!r}")
+        raise InputError(f"{detections}: none of its detections is for an image of split {split!r}")
     fusion = fit_fusion(classified, coco, grid=grid, max_area=max_area, progress=report)
     info = {"split": split, "detections": str(detections), "data": str(data), **(fusion.report or {})}
     return dataclasses.replace(fusion, report=info)
@@ -262,7 +263,7 @@ def rescore_fusions(stage: SecondStage, names: Sequence[str], *, checkpoint: str
             fusions[fusion.name] = fusion
             continue
         if data is None:
-            raise ValueError("fusion auto needs a coco-mini-layout data folder for the calibration split")
+            raise InputError("fusion auto needs a coco-mini-layout data folder for the calibration split")
         source = Path(calibration) if calibration is not None else calibration_detections(detections, split)
         fusion = calibrate_file(stage, source, data=data, split=split, max_area=max_area,
                                 batch_images=batch_images, on_unknown=on_unknown, progress=progress, report=report)

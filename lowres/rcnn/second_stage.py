@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from detection_bridge.boxes import CropGeometry
 from detection_bridge.records import CategoryMap
 
-from ..builder import load_model
+from ..builder import LoadedModel, load_model
 from ..device_transforms import resize
 from ..models import compile_model
 from ..runtime import autocast
@@ -112,7 +112,11 @@ class SecondStage(nn.Module):
         and ``use_ema``, the geometry and crop/input sizes it was trained with); ``kwargs`` go to the
         constructor (``chunk_size``, ``precision``, ``sampling_ratio``, ``channels_last``,
         ``compile``)."""
-        loaded = load_model(path, use_ema=use_ema, device=device)
+        return cls.from_loaded(load_model(path, use_ema=use_ema, device=device), device, **kwargs)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, device: str | torch.device = "cpu", **kwargs: Any) -> "SecondStage":
+        """The second stage of a checkpoint already loaded by :func:`lowres.builder.load_model`."""
         kwargs.setdefault("crop_size", loaded.crop_size)
         return cls(loaded.model, loaded.category_map, loaded.geometry, loaded.input_size, **kwargs).to(device)
 

@@ -142,3 +142,22 @@ def test_older_checkpoints_still_load(trained_checkpoint, tmp_path):
     assert load_checkpoint(tmp_path / "v1.pt", purpose="resume")["version"] == 1
     loaded = load_model(tmp_path / "v1.pt")
     assert loaded.provenance == [] and torch.equal(loaded.model.fc.weight, state["ema"]["module"]["fc.weight"])
+
+
+def test_start_weights_from_a_lowres_checkpoint_go_through_its_reader(trained_checkpoint, tmp_path):
+    """model.weights naming a lowres checkpoint: lowres.checkpoint reads it (checksum verified), so an edited
+    tensor is refused instead of silently becoming the start of a run; its EMA weights are what is loaded."""
+    from lowres.builder import build_model_from_config
+    from lowres.config import Config
+
+    state = load_checkpoint(trained_checkpoint)
+    cfg = Config.from_dict({**state["config"], "model": {**state["config"]["model"], "weights": str(trained_checkpoint)}})
+    model = build_model_from_config(cfg, state["num_classes"])
+    name = "Mixed_7c.branch_pool.conv.weight"
+    assert torch.equal(model.state_dict()[name], state["ema"]["module"][name])
+    raw = torch.load(trained_checkpoint, weights_only=True)
+    raw["ema"]["module"][name] = raw["ema"]["module"][name] + 1.0  # edited, checksum left as it was
+    torch.save(raw, tmp_path / "edited.pt")
+    cfg.model.weights = str(tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
+        build_model_from_config(cfg, state["num_classes"])
