@@ -106,7 +106,7 @@ def _relative(path: str, data_root: str | os.PathLike | None) -> str:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's content (annotation files: 448 MB for train2017, about a second)."""
+    """SHA-256 of a file's content (annotation files: 448 MB for train2017)."""
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:

@@ -39,7 +39,7 @@ RAW_AUTO_LIMIT = 2 * 1024**3  # ``auto`` keeps raw crops up to this many bytes p
 JPEG_RATIO_ESTIMATE = 0.12
 SUFFIX = {"raw": ".npy", "jpeg": ".jpgs"}
 VERIFY_BLOCK = 16 * 1024**2
-# Caches up to this size have every shard's CRC-32 checked on every open (~1 s per GB): all raw caches
+# Caches up to this size have every shard's CRC-32 checked on every open (its cost: README): all raw caches
 # that ``auto`` makes. Larger (JPEG) ones are checked by ``lowres cache verify``; a damaged JPEG crop is
 # also an error naming its shard and byte when it is decoded.
 VERIFY_ON_OPEN_BYTES = RAW_AUTO_LIMIT

@@ -3,7 +3,7 @@ export; ``cache_admin``: cache).
 
 Each command is a thin layer over a library function, so everything here is also usable from Python.
 Library imports sit inside the commands on purpose: ``lowres --help`` and a mistyped option then cost
-``import lowres`` (torch: ~1.9 s here) instead of ~3.7 s with torchvision, pycocotools and every subpackage.
+``import lowres`` (torch) only, not torchvision, pycocotools and every subpackage as well.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ __all__ = ["compile_model"]
 
 def compile_model(model: nn.Module, enabled: bool = True, **kwargs) -> nn.Module:
     """``model`` with its forward compiled by ``torch.compile(**kwargs)`` when ``enabled`` (in place); returned
-    for chaining. The first call of each shape compiles (about 40 s for the width-1.0 network on two CPU cores)."""
+    for chaining. The first call of each shape compiles (the README's compile section says how long it takes)."""
     if enabled:
         if not hasattr(nn.Module, "compile"):  # torch < 2.2
             raise RuntimeError(f"--compile needs torch >= 2.2 (nn.Module.compile); this is torch {torch.__version__}")

@@ -82,7 +82,7 @@ def _use_foreach(foreach: bool | None, tensor: torch.Tensor) -> bool:
     """``None`` chooses as torch's own optimisers do: multi-tensor kernels on CUDA, where one Python dispatch
     per tensor (~3,800 per step at width 1.0) starves the GPU; the per-tensor loop on the CPU, where all ops
     of one tensor run while it is in cache and whole-model passes are memory-bound
-    (``python benchmarks/host_overhead.py``: the multi-tensor path is ~2x slower there)."""
+    (``python benchmarks/host_overhead.py`` measures both; the README's "Host overhead per step" has the numbers)."""
     return tensor.is_cuda if foreach is None else foreach
 
 
