@@ -38,7 +38,7 @@ from detection_bridge.boxes import CropGeometry, xywh_to_xyxy  # noqa: E402
 from detection_bridge.cropper import crop_image, decode_image  # noqa: E402
 from detection_bridge.records import CategoryMap  # noqa: E402
 from lowres import build_model  # noqa: E402
-from lowres.rcnn import SecondStage  # noqa: E402
+from lowres.rcnn import SecondStage, StageOptions  # noqa: E402
 
 COCO_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-mini"
 
@@ -102,7 +102,7 @@ def run_latency(args: argparse.Namespace) -> None:
     for stem in args.stems:
         for precision in ("fp32", "bf16"):
             model = build_model(stem, cmap.num_classes, width=args.width, aux_logits=False)
-            stage = SecondStage(model, cmap, geometry, chunk_size=args.chunk, precision=precision)
+            stage = SecondStage(model, cmap, geometry, options=StageOptions(chunk_size=args.chunk, precision=precision))
             rows[f"second stage {stem} {precision}"] = time_per_call(
                 lambda: stage.classify([image], boxes_t), warmup=args.warmup, iters=args.iters)
     base = rows["naive 299 fp32"]
@@ -151,12 +151,13 @@ def run_bf16_check(args: argparse.Namespace) -> None:
         sys.exit(f"--check-bf16 needs coco-mini at {COCO_MINI}")
     images, boxes = _val_crops(args.images)
     if args.checkpoint:
-        stage = SecondStage.from_checkpoint(args.checkpoint, precision="fp32", chunk_size=args.chunk)
+        stage = SecondStage.from_checkpoint(args.checkpoint,
+                                            options=StageOptions(precision="fp32", chunk_size=args.chunk))
         what = f"checkpoint {args.checkpoint}"
     else:
         cmap = CategoryMap(tuple(range(1, 81)), tuple(map(str, range(1, 81))), background=True)
         stage = SecondStage(build_model(args.stems[0], 81, width=args.width, aux_logits=False), cmap,
-                            chunk_size=args.chunk, precision="fp32")
+                            options=StageOptions(chunk_size=args.chunk, precision="fp32"))
         _calibrate_bn(stage, images, boxes)
         what = f"RANDOM weights (BN statistics from the crops), stem {args.stems[0]}, width {args.width}"
     fp32 = torch.cat(stage.classify(images, boxes))

@@ -54,8 +54,10 @@ def _checkpoint_data(loaded: object, checkpoint: str) -> str:
               help="Drop detections whose background probability exceeds this (models with a background class; "
                    ">= 1 disables).")
 @click.option("--skip-unknown", is_flag=True, help="Count and skip detections for image ids with no image.")
-@click.option("--batch-images", type=click.IntRange(min=1), default=8, show_default=True, help="Images decoded and classified together.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=64, show_default=True, help="Crops per model call (memory bound).")
+@click.option("--batch-images", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images decoded and classified together.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Crops per model call (memory bound).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto = cuda when available, else cpu.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of their moving average.")
@@ -74,12 +76,14 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
             no_progress: bool) -> None:
     """Rescore a detector's COCO results with a second-stage classifier; with ground truth, print COCO AP
     (AP, AP50, AP75, APs, APm, APl) before and after, per fusion rule."""
+    import dataclasses
+
     from ._atomic import atomic_write_json
     from ._console import progress_bar
     from .builder import load_model
-    from .rcnn import SecondStage
-    from .rcnn.calibrate import rescore_fusions
-    from .rcnn.files import load_label_map, metrics_table, rescore_file
+    from .rcnn import SecondStage, StageOptions
+    from .rcnn.calibrate import Calibration, rescore_fusions
+    from .rcnn.files import ImageSource, RescoreOptions, load_label_map, metrics_table, rescore_file
     from .runtime import resolve_device
 
     if data is not None and (images is not None or annotations is not None):
@@ -98,18 +102,18 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
         raise click.UsageError("--fusion auto needs --data: the calibration split's ground truth is found there")
     if crossfit == 1:
         raise click.UsageError("--crossfit K needs K >= 2 folds (0 = off)")
-    stage = SecondStage.from_loaded(loaded, dev, chunk_size=chunk_size, precision=precision, compile=compile_)
+    stage = SecondStage.from_loaded(loaded, dev, StageOptions(chunk_size=chunk_size, precision=precision,
+                                                              compile=compile_))
+    options = RescoreOptions(background_threshold=threshold, batch_images=batch_images,
+                             on_unknown="skip" if skip_unknown else "raise", label_map=mapping, report=click.echo)
+    calibration = Calibration(checkpoint, detections, data=data, split=calibrate_split,
+                              detections_file=calibrate_detections, params_out=fusion_params)
     with progress_bar(not no_progress and "auto" in fusion, desc="calibrate", unit="img") as bar:
-        fusions = rescore_fusions(stage, fusion, checkpoint=checkpoint, detections=detections, data=data,
-                                  background_threshold=threshold, max_area=max_area, split=calibrate_split,
-                                  calibration=calibrate_detections, params_out=fusion_params,
-                                  batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
-                                  progress=bar.update, report=click.echo)
+        fusions = rescore_fusions(stage, fusion, calibration, max_area=max_area,
+                                  options=dataclasses.replace(options, progress=bar.update))
     with progress_bar(not no_progress, desc="rescore", unit="img") as bar:
-        summary = rescore_file(stage, detections, out_file, fusions=fusions, data=data, split=split,
-                               images=images, annotations=annotations, background_threshold=threshold,
-                               batch_images=batch_images, on_unknown="skip" if skip_unknown else "raise",
-                               progress=bar.update, label_map=mapping, crossfit=crossfit, report=click.echo)
+        summary = rescore_file(stage, detections, out_file, fusions, ImageSource(data, split, images, annotations),
+                               dataclasses.replace(options, progress=bar.update), crossfit=crossfit)
     kept = ", ".join(f"{n} ({rule})" for rule, n in summary["kept"].items())
     click.echo(f"{summary['detections']} detections on {summary['images']} images; kept {kept}; "
                f"skipped {summary['skipped'] or 'none'}")

@@ -16,7 +16,8 @@ from .attach import RescoredDetector, attach
 from .calibrate import calibrate_file
 from .crops import roi_crops
 from .fusion import FUSIONS, Fusion, LabelSpace, RuleParams, fuse, fuse_with
-from .second_stage import PRECISIONS, SecondStage, bf16_supported, resolve_precision
+from .second_stage import PRECISIONS, SecondStage, StageOptions, bf16_supported, resolve_precision
 
-__all__ = ["SecondStage", "attach", "RescoredDetector", "fuse", "fuse_with", "Fusion", "RuleParams", "FUSIONS",
+__all__ = ["SecondStage", "StageOptions",
+           "attach", "RescoredDetector", "fuse", "fuse_with", "Fusion", "RuleParams", "FUSIONS",
            "LabelSpace", "calibrate_file", "roi_crops", "PRECISIONS", "bf16_supported", "resolve_precision"]

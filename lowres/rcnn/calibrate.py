@@ -34,11 +34,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..errors import InputError
-from .files import ClassifiedResults, classify_results, coco_ap, coco_bbox_metrics, load_results, split_ground_truth
+from .files import ClassifiedResults, RescoreOptions, classify_results, coco_ap, coco_bbox_metrics, load_results, split_ground_truth
 from .fusion import DETECTOR, FUSIONS, SIZE_THRESHOLDS, Band, Fusion, RuleParams, parse_max_area
 from .second_stage import SecondStage
 
-__all__ = ["Grid", "fit_fusion", "crossfit_fusion", "calibrate_file", "calibration_detections", "fusion_params_path", "size_bands",
+__all__ = ["Grid", "Calibration", "fit_fusion", "crossfit_fusion", "calibrate_file", "calibration_detections", "fusion_params_path", "size_bands",
            "describe", "rescore_fusions"]
 
 _COCO_BANDS = (("small", SIZE_THRESHOLDS["small"]), ("medium", SIZE_THRESHOLDS["medium"]), ("large", math.inf))
@@ -97,14 +97,16 @@ def fit_fusion(classified: ClassifiedResults, coco_gt: Any, *, grid: Grid = Grid
         evaluated += len(cache)
         per_band[names[i]] = {"before": band_ap(DETECTOR), "fitted": band_ap(chosen[-1]), "rule": _describe(chosen[-1])}
         if progress is not None:
-            progress(f"{names[i]}: {per_band[names[i]]['rule']} (AP of the band {per_band[names[i]]['before']:.4f} "
-                     f"-> {per_band[names[i]]['fitted']:.4f})")
+            progress(f"{names[i]}: best rule for the band alone: {per_band[names[i]]['rule']} (AP of the band "
+                     f"{per_band[names[i]]['before']:.4f} -> {per_band[names[i]]['fitted']:.4f})")
     rules = _best_subset(lambda r: coco_ap(coco_gt, classified.fused(_fusion(names, bounds, r))[0], None, image_ids),
                          chosen)
     fitted = _fusion(names, bounds, rules)
     for i, name in enumerate(names):
         if name in per_band:
             per_band[name]["kept"] = rules[i] != DETECTOR  # False: the overall AP preferred the detector here
+            if progress is not None and not per_band[name]["kept"] and chosen[i] != DETECTOR:
+                progress(f"{name}: not kept: over all bands together the detector alone scores the better AP there")
     report = {"metric": "COCO bbox AP (pycocotools COCOeval): each band by its own AP, the set of bands by AP",
               "before": coco_bbox_metrics(coco_gt, classified.fused(_fusion(names, bounds, alone))[0], image_ids),
               "fitted": coco_bbox_metrics(coco_gt, classified.fused(fitted)[0], image_ids), "bands": per_band,
@@ -198,7 +200,7 @@ def describe(fusion: Fusion) -> str:
     lines, low = [], 0.0
     for band in fusion.bands:
         high = "inf" if math.isinf(band.max_area) else f"{band.max_area:g}"
-        lines.append(f"  {band.name or 'band'} [{low:g}, {high}) px^2: {_describe(band.params)}")
+        lines.append(f"  chosen for {band.name or 'band'} [{low:g}, {high}) px^2: {_describe(band.params)}")
         low = band.max_area
     if not math.isinf(fusion.bands[-1].max_area):
         lines.append(f"  above {fusion.bands[-1].max_area:g} px^2: detector alone (gated)")
@@ -223,9 +225,8 @@ def fusion_params_path(checkpoint: str | os.PathLike, calibration: str | os.Path
 
 
 def calibrate_file(stage: SecondStage, detections: str | os.PathLike, *, data: str | os.PathLike, split: str = "train",
-                   grid: Grid = Grid(), max_area: float | str | None = None, batch_images: int = 8,
-                   on_unknown: str = "raise", progress: Callable[[int], None] | None = None,
-                   report: Callable[[str], None] | None = None) -> Fusion:
+                   grid: Grid = Grid(), max_area: float | str | None = None,
+                   options: RescoreOptions = RescoreOptions()) -> Fusion:
     """Fit ``auto`` on ``data``'s ``split`` (coco-mini layout) with that split's ``detections``.
 
     Errors name the file: a split without ground-truth boxes, a detections file that is missing or empty,
@@ -235,42 +236,52 @@ def calibrate_file(stage: SecondStage, detections: str | os.PathLike, *, data: s
     results = load_results(detections)
     if not results:
         raise InputError(f"{detections}: no detections to calibrate on")
-    classified = classify_results(stage, results, index, batch_images=batch_images, on_unknown=on_unknown,
-                                  where=str(detections), progress=progress)
+    classified = classify_results(stage, results, index, batch_images=options.batch_images,
+                                  on_unknown=options.on_unknown, where=str(detections), progress=options.progress)
     if not classified.detections:
         raise InputError(f"{detections}: none of its detections is for an image of split {split!r}")
-    fusion = fit_fusion(classified, coco, grid=grid, max_area=max_area, progress=report)
+    fusion = fit_fusion(classified, coco, grid=grid, max_area=max_area, progress=options.report)
     info = {"split": split, "detections": str(detections), "data": str(data), **(fusion.report or {})}
     return dataclasses.replace(fusion, report=info)
 
 
-def rescore_fusions(stage: SecondStage, names: Sequence[str], *, checkpoint: str | os.PathLike,
-                    detections: str | os.PathLike, data: str | os.PathLike | None,
-                    background_threshold: float | None = 0.5, max_area: float | str | None = None,
-                    split: str = "train", calibration: str | os.PathLike | None = None,
-                    params_out: str | os.PathLike | None = None, batch_images: int = 8, on_unknown: str = "raise",
-                    progress: Callable[[int], None] | None = None,
-                    report: Callable[[str], None] | None = None) -> dict[str, Fusion]:
-    """The fusions ``lowres rescore`` applies, by output name (``all``: the named rules). ``auto`` is fitted on
-    ``data``'s ``split`` with ``calibration`` (default :func:`calibration_detections`) and its JSON written to
-    ``params_out`` (default :func:`fusion_params_path`); ``report`` gets what was fitted, in words."""
+@dataclass(frozen=True)
+class Calibration:
+    """Where ``auto`` is fitted and kept: on ``data``'s ``split`` (coco-mini layout) with ``detections_file``
+    (default: the rescored ``detections``' sibling for that split, :func:`calibration_detections`); its JSON
+    goes to ``params_out`` (default: beside ``checkpoint``, :func:`fusion_params_path`)."""
+
+    checkpoint: str | os.PathLike
+    detections: str | os.PathLike
+    data: str | os.PathLike | None = None
+    split: str = "train"
+    detections_file: str | os.PathLike | None = None
+    params_out: str | os.PathLike | None = None
+
+
+def rescore_fusions(stage: SecondStage, names: Sequence[str], calibration: Calibration, *,
+                    max_area: float | str | None = None, options: RescoreOptions = RescoreOptions()
+                    ) -> dict[str, Fusion]:
+    """The fusions ``lowres rescore`` applies, by output name (``all``: the named rules), each gated by
+    ``max_area``; ``auto`` fitted as ``calibration`` says; ``options.report`` gets what was fitted, in words."""
     parse_max_area(max_area)  # a bad gate fails before anything slow
     wanted = list(dict.fromkeys(r for name in names for r in (FUSIONS if name == "all" else (name,))))
     fusions = {}
+    c, report = calibration, options.report
     for name in wanted:
         if name != "auto":
-            fusion = Fusion.rule(name, background_threshold=background_threshold, max_area=max_area)
+            fusion = Fusion.rule(name, background_threshold=options.background_threshold, max_area=max_area)
             fusions[fusion.name] = fusion
             continue
-        if data is None:
+        if c.data is None:
             raise InputError("fusion auto needs a coco-mini-layout data folder for the calibration split")
-        source = Path(calibration) if calibration is not None else calibration_detections(detections, split)
-        fusion = calibrate_file(stage, source, data=data, split=split, max_area=max_area,
-                                batch_images=batch_images, on_unknown=on_unknown, progress=progress, report=report)
-        path = fusion.save(params_out if params_out is not None else fusion_params_path(checkpoint, source))
+        source = Path(c.detections_file) if c.detections_file is not None else calibration_detections(
+            c.detections, c.split)
+        fusion = calibrate_file(stage, source, data=c.data, split=c.split, max_area=max_area, options=options)
+        path = fusion.save(c.params_out if c.params_out is not None else fusion_params_path(c.checkpoint, source))
         if report is not None:
             before, fitted = fusion.report["before"]["AP"], fusion.report["fitted"]["AP"]
-            report(f"auto, fitted on {split} ({source}): AP there {before:.4f} -> {fitted:.4f}; parameters: {path}\n"
-                   f"{describe(fusion)}")
+            report(f"auto, fitted on {c.split} ({source}): AP there {before:.4f} -> {fitted:.4f}; parameters: "
+                   f"{path}\n{describe(fusion)}")
         fusions["auto"] = fusion
     return fusions

@@ -39,12 +39,40 @@ from .fusion import Fusion, LabelSpace, check_detector_scores, fuse_detections
 from .second_stage import SecondStage, as_fusion
 from ..errors import InputError
 
-__all__ = ["ClassifiedResults", "RescoredResults", "load_results", "classify_results", "rescore_results",
+__all__ = ["RescoreOptions", "ImageSource", "ClassifiedResults", "RescoredResults", "load_results",
+           "classify_results", "rescore_results",
            "rescore_file", "split_ground_truth", "coco_bbox_metrics", "coco_ap", "fusion_output_paths",
            "metrics_table", "METRIC_NAMES"]
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6]
 _ALL_AREAS = (0.0, 1e5 ** 2)  # COCOeval's "all" area range
+
+
+@dataclass(frozen=True)
+class RescoreOptions:
+    """How a detections file is classified and fused, whatever the rule: ``background_threshold`` (drop a box
+    whose background probability exceeds it; None keeps every box), ``batch_images`` decoded and classified
+    together, ``on_unknown`` (``raise`` or ``skip`` detections of image ids with no image), ``label_map``
+    (detector label -> COCO category id, :func:`load_label_map`; None: the file holds COCO ids), ``progress``
+    (called with the images done) and ``report`` (what was fitted, in words)."""
+
+    background_threshold: float | None = 0.5
+    batch_images: int = 8
+    on_unknown: str = "raise"
+    label_map: dict[int, int | None] | None = None
+    progress: Callable[[int], None] | None = None
+    report: Callable[[str], None] | None = None
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where a detections file's images (and ground truth, when there is some) are: ``data`` (coco-mini layout)
+    and ``split``, or ``images`` with optional ``annotations`` (without them, files found by image id)."""
+
+    data: str | None = None
+    split: str = "val"
+    images: str | None = None
+    annotations: str | None = None
 
 
 def load_label_map(path: str | os.PathLike) -> dict[int, int | None]:
@@ -195,9 +223,8 @@ def classify_results(stage: SecondStage, detections: list[Detection], index: Ima
 
 
 def rescore_results(stage: SecondStage, results: list[Detection], index: ImageIndex,
-                    fusions: Iterable[str] | Mapping[str, Fusion] = ("product",), *,
-                    background_threshold: float | None = 0.5, batch_images: int = 8, on_unknown: str = "raise",
-                    progress: Callable[[int], None] | None = None, where: str = "detections file",
+                    fusions: Iterable[str] | Mapping[str, Fusion] = ("product",),
+                    options: RescoreOptions = RescoreOptions(), *, where: str = "detections file",
                     whole_set: Mapping[str, Callable[[ClassifiedResults], list[dict[str, Any]]]] | None = None
                     ) -> RescoredResults:
     """Rescore validated ``results`` (:func:`load_results`) with each of ``fusions`` (rule names, or name ->
@@ -206,9 +233,9 @@ def rescore_results(stage: SecondStage, results: list[Detection], index: ImageIn
     Classification runs once; each rule is a cheap fusion over the same probabilities. ``whole_set``: rules
     that need every classified box at once (the cross-fitted ``auto``), name -> results from the classified set.
     """
-    fusions = _as_fusions(fusions, background_threshold)
-    classified = classify_results(stage, results, index, batch_images=batch_images, on_unknown=on_unknown,
-                                  where=where, progress=progress)
+    fusions = _as_fusions(fusions, options.background_threshold)
+    classified = classify_results(stage, results, index, batch_images=options.batch_images,
+                                  on_unknown=options.on_unknown, where=where, progress=options.progress)
     by_fusion, skipped = {}, classified.skipped
     for name, fusion in fusions.items():
         by_fusion[name], suppressed = classified.fused(fusion)
@@ -279,50 +306,43 @@ def fusion_output_paths(out: str | os.PathLike, fusions: list[str]) -> dict[str,
     return {rule: out.with_name(f"{out.stem}.{rule}{out.suffix or '.json'}") for rule in fusions}
 
 
-def _ground_truth(data: str | None, split: str, images: str | None, annotations: str | None
-                  ) -> tuple[Any, ImageIndex]:
+def _ground_truth(source: ImageSource) -> tuple[Any, ImageIndex]:
     """``(pycocotools COCO or None, ImageIndex)`` from a coco-mini folder, an instances file, or a bare folder."""
-    if data is None and annotations is None:
-        if images is None:
+    if source.data is None and source.annotations is None:
+        if source.images is None:
             raise InputError("give --data (with --split), or --images (optionally with --annotations)")
-        return None, images_in_folder(images)
-    paths = split_paths(data, split, annotations=annotations, images=images)
+        return None, images_in_folder(source.images)
+    paths = split_paths(source.data, source.split, annotations=source.annotations, images=source.images)
     coco, entries, _, _ = load_ground_truth(paths, ErrorPolicy("raise"), Counter(), check_images=False)
     return coco, entries
 
 
 def split_ground_truth(data: str, split: str) -> tuple[Any, ImageIndex]:
     """``(pycocotools COCO, ImageIndex)`` of a coco-mini-layout split that must have ground-truth boxes."""
-    coco, index = _ground_truth(data, split, None, None)
+    coco, index = _ground_truth(ImageSource(data, split))
     if not coco.dataset.get("annotations"):
         raise InputError(f"{split_paths(data, split).annotations}: split {split!r} has no ground-truth boxes")
     return coco, index
 
 
-def rescore_file(stage: SecondStage, detections: str | os.PathLike, out: str | os.PathLike, *,
-                 fusions: list[str] | Mapping[str, Fusion], data: str | None = None, split: str = "val",
-                 images: str | None = None, annotations: str | None = None,
-                 background_threshold: float | None = 0.5, batch_images: int = 8, on_unknown: str = "raise",
-                 progress: Callable[[int], None] | None = None,
-                 label_map: dict[int, int | None] | None = None, crossfit: int = 0,
-                 report: Callable[[str], None] | None = None) -> dict[str, Any]:
+def rescore_file(stage: SecondStage, detections: str | os.PathLike, out: str | os.PathLike,
+                 fusions: list[str] | Mapping[str, Fusion], source: ImageSource,
+                 options: RescoreOptions = RescoreOptions(), *, crossfit: int = 0) -> dict[str, Any]:
     """Everything ``lowres rescore`` does, as a function: returns a summary with the written paths, the
-    skipped counts and, when ground truth is known, COCO metrics ``before`` and per rule. ``label_map``
-    (:func:`load_label_map`): the detections' ``category_id`` are detector labels, mapped to COCO ids.
+    skipped counts and, when ground truth is known, COCO metrics ``before`` and per rule. With ``options.label_map``
+    (:func:`load_label_map`) the detections' ``category_id`` are detector labels, mapped to COCO ids.
     ``crossfit`` = K > 1 adds ``auto_crossfit``: ``auto`` fitted on this split itself, K folds over images, each
     fold's boxes fused by the rule fitted on the others (:func:`lowres.rcnn.calibrate.crossfit_fusion`)."""
-    coco, index = _ground_truth(data, split, images, annotations)
-    results, unmapped = _to_coco_ids(load_results(detections), label_map, detections)
+    coco, index = _ground_truth(source)
+    results, unmapped = _to_coco_ids(load_results(detections), options.label_map, detections)
     whole_set = {}
     if crossfit:
         if coco is None or not coco.dataset.get("annotations"):
-            raise ValueError(f"--crossfit fits on the evaluated split's ground truth: split {split!r} has none")
+            raise InputError(f"--crossfit fits on the evaluated split's ground truth: split {source.split!r} has none")
         from .calibrate import crossfit_fusion  # calibrate imports this module
 
-        whole_set["auto_crossfit"] = lambda c: crossfit_fusion(c, coco, folds=crossfit, progress=report)[0]
-    rescored = rescore_results(stage, results, index, fusions, background_threshold=background_threshold,
-                               batch_images=batch_images, on_unknown=on_unknown, progress=progress,
-                               where=str(detections), whole_set=whole_set)
+        whole_set["auto_crossfit"] = lambda c: crossfit_fusion(c, coco, folds=crossfit, progress=options.report)[0]
+    rescored = rescore_results(stage, results, index, fusions, options, where=str(detections), whole_set=whole_set)
     written = {}
     for rule, path in fusion_output_paths(out, list(rescored.by_fusion)).items():
         written[rule] = str(atomic_write_json(path, rescored.by_fusion[rule]))

@@ -171,12 +171,11 @@ class Fusion:
 
 
 def fuse(probs: Tensor, det_scores: Tensor, det_labels: Tensor, rule: str, *, background_label: int | None = None,
-         background_threshold: float | None = 0.5, candidates: Tensor | None = None, areas: Tensor | None = None,
-         max_area: float | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """A named ``rule`` (optionally gated by ``max_area``): :func:`fuse_with` of :meth:`Fusion.rule`."""
-    fusion = Fusion.rule(rule, background_threshold=background_threshold, max_area=max_area)
-    return fuse_with(fusion, probs, det_scores, det_labels, background_label=background_label,
-                     candidates=candidates, areas=areas)
+         background_threshold: float | None = 0.5, candidates: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """A named ``rule`` on every box: :func:`fuse_with` of :meth:`Fusion.rule` (a rule gated by box area:
+    ``fuse_with(Fusion.rule(rule, max_area=...), ..., areas=...)``)."""
+    fusion = Fusion.rule(rule, background_threshold=background_threshold)
+    return fuse_with(fusion, probs, det_scores, det_labels, background_label=background_label, candidates=candidates)
 
 
 def fuse_with(fusion: Fusion, probs: Tensor, det_scores: Tensor, det_labels: Tensor, *,

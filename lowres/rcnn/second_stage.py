@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -27,7 +28,7 @@ from .crops import batch_images, check_boxes, check_images, context_regions, ite
 from .fusion import Fusion, LabelSpace, check_detector_scores, fuse_detections
 from ..errors import InputError
 
-__all__ = ["SecondStage", "as_fusion", "bf16_supported", "resolve_precision", "PRECISIONS"]
+__all__ = ["SecondStage", "StageOptions", "as_fusion", "bf16_supported", "resolve_precision", "PRECISIONS"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_CHUNK = 64  # crops per model call: 64 x 3 x 299 x 299 floats is 69 MB, and far less at 79
@@ -61,6 +62,22 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+@dataclass(frozen=True)
+class StageOptions:
+    """How a :class:`SecondStage` runs, not what it computes: ``chunk_size`` crops per roi_align and model
+    call (bounds memory); ``precision`` ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the device
+    supports it natively); ``sampling_ratio``, roi_align's (-1, adaptive, is the area filter that matches the
+    bridge's antialiased crops); ``channels_last``: the model in NHWC memory format (converted in place;
+    oneDNN's bf16 convolutions are fast in NHWC only, and it never hurts fp32); ``compile``: the model through ``torch.compile`` (:func:`lowres.models.compile_model`, in
+    place; each new chunk shape compiles once, then the batch dimension is dynamic)."""
+
+    chunk_size: int = DEFAULT_CHUNK
+    precision: str = "auto"
+    sampling_ratio: int = -1
+    channels_last: bool = True
+    compile: bool = False
+
+
 class SecondStage(nn.Module):
     """Classify boxes of images with a lowres model; rescore detections.
 
@@ -68,57 +85,50 @@ class SecondStage(nn.Module):
     label space (``num_classes`` must match the model's outputs). ``geometry``: how a box becomes a crop, as
     in training. ``input_size``: side the model sees (default ``model.stem``). ``crop_size``: side cut from
     the image (default ``input_size``); when smaller, crops are upsampled bilinearly to ``input_size``, as the
-    benchmark's upsample-79 variant was trained. ``chunk_size``: crops per roi_align and
-    model call (bounds memory). ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the
-    device supports it natively). ``sampling_ratio``: roi_align's; -1 (adaptive) is the area filter that
-    matches the bridge's antialiased crops. ``channels_last``: run the model in NHWC memory format (the model
-    is converted in place); oneDNN's bf16 convolutions need it to be fast (about 10x over NCHW bf16 on an
-    AVX512-BF16 CPU) and it never hurts fp32. ``compile``: run the model through ``torch.compile``
-    (:func:`lowres.models.compile_model`, in place; each new chunk shape compiles once, then the batch
-    dimension is dynamic).
+    benchmark's upsample-79 variant was trained. ``options``: how it runs (:class:`StageOptions`: chunk size,
+    precision, roi_align sampling, memory format, compilation).
 
     The wrapped model always stays in eval mode (``train()`` does not reach it): this module is
     inference-only; train the classifier with ``lowres train``.
     """
 
     def __init__(self, model: nn.Module, category_map: CategoryMap, geometry: CropGeometry = CropGeometry(),
-                 input_size: int | None = None, *, chunk_size: int = DEFAULT_CHUNK, precision: str = "auto",
-                 sampling_ratio: int = -1, channels_last: bool = True, crop_size: int | None = None,
-                 compile: bool = False) -> None:
+                 input_size: int | None = None, *, crop_size: int | None = None,
+                 options: StageOptions = StageOptions()) -> None:
         super().__init__()
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if chunk_size < 1:
-            raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
+        o = options
+        if o.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}, got {o.precision!r}")
+        if o.chunk_size < 1:
+            raise InputError(f"chunk_size must be >= 1, got {o.chunk_size}")
         num_classes = getattr(model, "num_classes", None)
         if num_classes is not None and num_classes != category_map.num_classes:
             raise ValueError(f"the model has {num_classes} outputs but the category map {category_map.num_classes} "
                              f"classes ({category_map.num_object_classes} + background={category_map.background})")
         self.model = model.eval()
-        self.channels_last = bool(channels_last)
+        self.channels_last = bool(o.channels_last)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        compile_model(self.model, compile)
+        compile_model(self.model, o.compile)
         self.category_map, self.geometry = category_map, geometry
         self.input_size = int(input_size or getattr(model, "stem"))
         self.crop_size = int(crop_size or self.input_size)
-        self.chunk_size, self.precision, self.sampling_ratio = int(chunk_size), precision, int(sampling_ratio)
+        self.chunk_size, self.precision, self.sampling_ratio = int(o.chunk_size), o.precision, int(o.sampling_ratio)
 
     # -- construction ------------------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", *, use_ema: bool = True,
-                        **kwargs: Any) -> "SecondStage":
+                        options: StageOptions = StageOptions()) -> "SecondStage":
         """Load a ``lowres train`` checkpoint (:func:`lowres.builder.load_model`: its EMA weights when present
-        and ``use_ema``, the geometry and crop/input sizes it was trained with); ``kwargs`` go to the
-        constructor (``chunk_size``, ``precision``, ``sampling_ratio``, ``channels_last``,
-        ``compile``)."""
-        return cls.from_loaded(load_model(path, use_ema=use_ema, device=device), device, **kwargs)
+        and ``use_ema``, the geometry and crop/input sizes it was trained with), run as ``options`` says."""
+        return cls.from_loaded(load_model(path, use_ema=use_ema, device=device), device, options)
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedModel, device: str | torch.device = "cpu", **kwargs: Any) -> "SecondStage":
+    def from_loaded(cls, loaded: LoadedModel, device: str | torch.device = "cpu",
+                    options: StageOptions = StageOptions()) -> "SecondStage":
         """The second stage of a checkpoint already loaded by :func:`lowres.builder.load_model`."""
-        kwargs.setdefault("crop_size", loaded.crop_size)
-        return cls(loaded.model, loaded.category_map, loaded.geometry, loaded.input_size, **kwargs).to(device)
+        return cls(loaded.model, loaded.category_map, loaded.geometry, loaded.input_size,
+                   crop_size=loaded.crop_size, options=options).to(device)
 
     def train(self, mode: bool = True) -> "SecondStage":
         super().train(mode)

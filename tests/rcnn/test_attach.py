@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from detection_bridge.records import CategoryMap
-from lowres.rcnn import FUSIONS, RescoredDetector, SecondStage, attach
+from lowres.rcnn import FUSIONS, RescoredDetector, SecondStage, StageOptions, attach
 
 LABEL_MAP = {1: 1, 2: 3, 3: 90}  # the test detector's labels 1..3 -> COCO person, car, toothbrush
 
@@ -28,7 +28,7 @@ def images() -> list[torch.Tensor]:
 
 def test_attached_detector_equals_detector_then_rescore(detector: torch.nn.Module, images: list[torch.Tensor],
                                                         tiny_model: torch.nn.Module, cmap_bg: CategoryMap) -> None:
-    stage = SecondStage(tiny_model, cmap_bg, precision="fp32")
+    stage = SecondStage(tiny_model, cmap_bg, options=StageOptions(precision="fp32"))
     with torch.no_grad():
         raw = detector(images)
     assert all(len(d["boxes"]) > 0 for d in raw)

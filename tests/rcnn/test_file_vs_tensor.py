@@ -14,8 +14,8 @@ from PIL import Image
 from detection_bridge.cropper import decode_image
 from detection_bridge.records import CategoryMap
 from detection_bridge.results import images_in_folder
-from lowres.rcnn import Fusion, SecondStage
-from lowres.rcnn.files import load_results, rescore_results
+from lowres.rcnn import Fusion, SecondStage, StageOptions
+from lowres.rcnn.files import RescoreOptions, load_results, rescore_results
 
 SIZES = {1: (64, 48), 2: (40, 56), 3: (80, 80)}
 
@@ -57,7 +57,7 @@ def _tensor_path(stage: SecondStage, scene: dict, fusion: Fusion) -> list[tuple]
 
 def _file_path(stage: SecondStage, scene: dict, fusion: Fusion) -> list[tuple]:
     rescored = rescore_results(stage, load_results(scene["dets"]), images_in_folder(scene["images"]),
-                               {"f": fusion}, batch_images=len(SIZES)).by_fusion["f"]
+                               {"f": fusion}, RescoreOptions(batch_images=len(SIZES))).by_fusion["f"]
     rows = [(d["image_id"], (x, y, x + w, y + h), d["category_id"], d["score"])
             for d in rescored for x, y, w, h in [d["bbox"]]]
     # the tensor path orders each image's detections by the new score (stable), the file keeps file order
@@ -71,7 +71,7 @@ def stage(tiny_model: torch.nn.Module, cmap_bg: CategoryMap) -> SecondStage:
     model = copy.deepcopy(tiny_model)
     with torch.no_grad():
         model.fc.weight.mul_(3e6)
-    return SecondStage(model, cmap_bg, chunk_size=7, precision="fp32")
+    return SecondStage(model, cmap_bg, options=StageOptions(chunk_size=7, precision="fp32"))
 
 
 @pytest.mark.parametrize("fusion, suppresses", [(Fusion.rule("replace", background_threshold=0.008), True),

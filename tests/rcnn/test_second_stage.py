@@ -9,12 +9,12 @@ import torch
 from detection_bridge.records import CategoryMap
 from lowres import build_model
 from lowres.builder import load_model
-from lowres.rcnn import SecondStage, resolve_precision
+from lowres.rcnn import SecondStage, StageOptions, resolve_precision
 
 
 @pytest.fixture
 def stage(tiny_model: torch.nn.Module, cmap_bg: CategoryMap) -> SecondStage:
-    return SecondStage(tiny_model, cmap_bg, chunk_size=3, precision="fp32")
+    return SecondStage(tiny_model, cmap_bg, options=StageOptions(chunk_size=3, precision="fp32"))
 
 
 def _images_and_boxes() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -56,7 +56,7 @@ def test_class_count_must_match_the_category_map(cmap_bg: CategoryMap) -> None:
     with pytest.raises(ValueError, match="81 classes"):
         SecondStage(build_model(79, 80, width=0.125, min_depth=8), cmap_bg)
     with pytest.raises(ValueError, match="precision"):
-        SecondStage(build_model(79, 81, width=0.125, min_depth=8), cmap_bg, precision="fp16")
+        SecondStage(build_model(79, 81, width=0.125, min_depth=8), cmap_bg, options=StageOptions(precision="fp16"))
 
 
 def test_rescore_keeps_the_format_sorts_and_passes_extra_keys(stage: SecondStage) -> None:
@@ -96,7 +96,7 @@ def test_background_suppression_in_rescore(cmap_bg: CategoryMap) -> None:
         model.fc.weight.zero_()
         model.fc.bias.zero_()
         model.fc.bias[80] = 20.0
-    stage = SecondStage(model, cmap_bg, precision="fp32")
+    stage = SecondStage(model, cmap_bg, options=StageOptions(precision="fp32"))
     dets = [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "labels": torch.tensor([1]), "scores": torch.tensor([0.9])}]
     assert len(stage.rescore([torch.rand(3, 10, 10)], dets, "max")[0]["scores"]) == 0
     assert len(stage.rescore([torch.rand(3, 10, 10)], dets, "max", background_threshold=None)[0]["scores"]) == 1
@@ -104,7 +104,7 @@ def test_background_suppression_in_rescore(cmap_bg: CategoryMap) -> None:
 
 def test_from_checkpoint_uses_ema_weights_and_the_training_geometry(checkpoint: Path,
                                                                      tiny_model: torch.nn.Module) -> None:
-    stage = SecondStage.from_checkpoint(checkpoint, "cpu", precision="fp32", chunk_size=8)
+    stage = SecondStage.from_checkpoint(checkpoint, "cpu", options=StageOptions(precision="fp32", chunk_size=8))
     assert stage.input_size == 79 and stage.category_map.background and stage.num_classes == 81
     assert stage.geometry.mode == "square" and abs(stage.geometry.context - 227 / 195) < 1e-12
     for name, value in tiny_model.state_dict().items():
@@ -139,7 +139,7 @@ def test_upsample_checkpoint_crops_small_and_feeds_the_model_its_input_size(tmp_
     path = tmp_path / "last.pt"
     save_checkpoint({"model": model.state_dict(), "ema": None, "config": cfg.to_dict(),
                      "category_map": cmap_bg.to_dict(), "stem": 299, "num_classes": cmap_bg.num_classes}, path)
-    stage = SecondStage.from_checkpoint(path, precision="fp32")
+    stage = SecondStage.from_checkpoint(path, options=StageOptions(precision="fp32"))
     assert (stage.crop_size, stage.input_size) == (79, 299)
     seen: list[tuple[int, ...]] = []
     stage.model.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))

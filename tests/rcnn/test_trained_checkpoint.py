@@ -11,7 +11,7 @@ import torch
 
 from lowres.builder import load_model
 from lowres.export import export_checkpoint, load_metadata
-from lowres.rcnn import SecondStage, roi_crops
+from lowres.rcnn import SecondStage, StageOptions, roi_crops
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
@@ -25,7 +25,7 @@ def _images_and_boxes() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
 
 def test_second_stage_runs_the_trained_model_on_the_training_geometry(trained_checkpoint: Path) -> None:
     loaded = load_model(trained_checkpoint)
-    stage = SecondStage.from_checkpoint(trained_checkpoint, precision="fp32", channels_last=False)
+    stage = SecondStage.from_checkpoint(trained_checkpoint, options=StageOptions(precision="fp32", channels_last=False))
     assert stage.category_map == loaded.category_map and stage.category_map.background
     assert stage.geometry == loaded.geometry and (stage.crop_size, stage.input_size) == (79, 79)
     images, boxes = _images_and_boxes()
@@ -33,7 +33,7 @@ def test_second_stage_runs_the_trained_model_on_the_training_geometry(trained_ch
     with torch.no_grad():
         expected = loaded.model(roi_crops(images, boxes, loaded.crop_size, loaded.geometry)).softmax(1)
     torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-5)
-    raw = SecondStage.from_checkpoint(trained_checkpoint, precision="fp32", use_ema=False)
+    raw = SecondStage.from_checkpoint(trained_checkpoint, use_ema=False, options=StageOptions(precision="fp32"))
     assert not torch.allclose(torch.cat(raw.classify(images, boxes)), probs)  # the EMA is what was loaded
 
 
