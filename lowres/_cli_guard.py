@@ -4,8 +4,8 @@ Expected failures are the ones a user can fix: the project's own errors (:mod:`l
 damaged input file, a config value out of range, a missing device, a run folder in use, a diverged or
 interrupted training) and a full, read-only or forbidden disk (the path and the reason). They end with the
 error's exit code (1; 2 for usage and config mistakes, as click's own; 130 for Ctrl-C), never with a
-traceback; no command catches exceptions itself. Anything else is a bug: its traceback goes to a log file whose path is
-printed, so the terminal shows one line and the report loses nothing.
+traceback; no command catches exceptions itself. Anything else is a bug: its traceback goes to a log file
+whose path is printed, so the terminal shows one line and the report loses nothing.
 
 Output paths are checked when the options are parsed (:func:`writable_dir`, :func:`writable_file`), before
 any data is read or any file created, so a wrong ``--out`` costs nothing.

@@ -65,7 +65,14 @@ def imagenet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one data.cache_dir of the session, for every package's tests: the synthetic set is generated once and
+    a crop cache of the same records is built once, whichever test needs it first."""
+    return tmp_path_factory.mktemp("lowres-cache")
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory, cache_root: Path) -> Path:
     """``last.pt`` of a real ``lowres train`` run (CLI, smoke preset on the synthetic set, detector boxes with a
     background class, two optimiser steps): what the checkpoint readers must accept, written by its writer."""
     from click.testing import CliRunner
@@ -73,7 +80,7 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lowres.cli import main
 
     root = tmp_path_factory.mktemp("trained")
-    sets = [f"data.cache_dir={root / 'cache'}", "train.epochs=1", "train.max_steps_per_epoch=2", "train.threads=1",
+    sets = [f"data.cache_dir={cache_root}", "train.epochs=1", "train.max_steps_per_epoch=2", "train.threads=1",
             "eval.bootstrap=10", "data.boxes=detections", "data.background=true"]
     result = CliRunner().invoke(main, ["train", "--config", "smoke", "--out", str(root / "run"), "--no-progress",
                                        *[a for s in sets for a in ("--set", s)]], catch_exceptions=False)

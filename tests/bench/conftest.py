@@ -11,9 +11,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def bench_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Synthetic set and crop caches shared by every bench test of the session."""
-    return tmp_path_factory.mktemp("bench-cache")
+def bench_cache(cache_root: Path) -> Path:
+    """The session's one cache folder (tests/conftest.py): synthetic set and crop caches shared with every test."""
+    return cache_root
 
 
 @pytest.fixture(scope="session")

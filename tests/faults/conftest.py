@@ -25,8 +25,9 @@ CHILD_TRAIN = REPO_ROOT / "tests" / "training" / "_child_train.py"  # the kill/r
 
 
 @pytest.fixture(scope="session")
-def fault_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("faults-cache")
+def fault_cache(cache_root: Path) -> Path:
+    """The session's one cache folder (tests/conftest.py)."""
+    return cache_root
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Fixtures for the training tests: one crop cache and synthetic set per session, tiny configs, child processes.
+"""Fixtures for the training tests: tiny configs over the session's cache (tests/conftest.py), child processes.
 
 (pytest runs in importlib mode: test modules take these as fixtures, never by importing this file.)
 """
@@ -15,12 +15,6 @@ import pytest
 from lowres.config import Config, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Crop caches and the generated synthetic set, shared by every test of the session."""
-    return tmp_path_factory.mktemp("lowres-cache")
 
 
 @pytest.fixture(scope="session")

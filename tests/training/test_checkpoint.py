@@ -151,7 +151,8 @@ def test_start_weights_from_a_lowres_checkpoint_go_through_its_reader(trained_ch
     from lowres.config import Config
 
     state = load_checkpoint(trained_checkpoint)
-    cfg = Config.from_dict({**state["config"], "model": {**state["config"]["model"], "weights": str(trained_checkpoint)}})
+    model_cfg = {**state["config"]["model"], "weights": str(trained_checkpoint)}
+    cfg = Config.from_dict({**state["config"], "model": model_cfg})
     model = build_model_from_config(cfg, state["num_classes"])
     name = "Mixed_7c.branch_pool.conv.weight"
     assert torch.equal(model.state_dict()[name], state["ema"]["module"][name])

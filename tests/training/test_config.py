@@ -121,7 +121,8 @@ def test_keys_describe_themselves_and_the_lists_are_derived():
 
 
 @pytest.mark.parametrize("override, rule", [
-    ("augment.area_min=0", "in (0, 1]"), ("crop.central_fraction=1.5", "in (0, 1]"), ("data.decode_cache_gb=-1", ">= 0"),
+    ("augment.area_min=0", "in (0, 1]"), ("crop.central_fraction=1.5", "in (0, 1]"),
+    ("data.decode_cache_gb=-1", ">= 0"),
     ("train.log_every=0", ">= 1"), ("crop.size=4", "null or >= 8 pixels")])
 def test_a_key_is_checked_by_the_rule_declared_with_it(override, rule):
     key, value = override.split("=")

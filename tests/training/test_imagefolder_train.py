@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +69,15 @@ def test_a_lowres_checkpoint_initialises_another_task(imagenet_folder, tiny_conf
     state = model.state_dict()
     assert torch.equal(state["Mixed_7c.branch_pool.conv.weight"], source["Mixed_7c.branch_pool.conv.weight"])
     assert state["fc.weight"].shape[0] == 9 and "skipped a classifier of another size" in lines[0]
+
+
+def test_non_image_files_are_left_out_and_counted_in_the_log(imagenet_folder, tiny_config, tmp_path, caplog):
+    import shutil
+
+    folder = Path(shutil.copytree(imagenet_folder, tmp_path / "inet"))
+    (folder / "train" / "n01440764" / "README.txt").write_text("not an image")
+    (folder / "train" / "n02102040" / "labels.csv").write_text("x")
+    caplog.set_level(logging.INFO, logger="lowres")
+    data = load_split_data(folder, "train", tiny_config(data=folder), train=True, env=DistEnv())
+    assert len(data.records) == 24  # the generated folder's 3 x 8 images, nothing else
+    assert any("2 non-image file(s) left out: 1 .csv, 1 .txt" in r.getMessage() for r in caplog.records)
