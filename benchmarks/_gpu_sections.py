@@ -183,7 +183,7 @@ def input_pipeline(plan: Plan, work: Path, emit: Emit) -> None:
                 f"data.max_train={'null' if plan.pipeline_max_train is None else plan.pipeline_max_train}"]
         cfg = load_config("paper", base, stem=79, data=data)
         build = time.perf_counter()
-        split = load_split_data(Path(data), cfg.data.train_split, cfg, train=True, env=DistEnv(), log=lambda m: None)
+        split = load_split_data(Path(data), cfg.data.train_split, cfg, train=True, env=DistEnv())
         build_s = time.perf_counter() - build
         for workers in plan.pipeline_workers:
             cfg_w = load_config("paper", [*base, f"data.num_workers={workers}"], stem=79, data=data)

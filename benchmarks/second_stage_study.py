@@ -27,7 +27,7 @@ import torch
 
 from detection_bridge.coco import SplitOptions, load_split
 from lowres._atomic import atomic_write_json, atomic_write_text
-from lowres.rcnn import SecondStage
+from lowres.rcnn import SecondStage, StageOptions
 from lowres.rcnn.calibrate import crossfit_fusion, describe, fit_fusion
 from lowres.rcnn.files import classify_results, coco_bbox_metrics, load_results, split_ground_truth
 from lowres.rcnn.fusion import Fusion
@@ -67,7 +67,7 @@ def _crop_metrics(classified: Any, data: str, detector: str) -> dict[str, Any]:
 def measure(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out = args.out / f"{args.detector}.json"
-    stage = SecondStage.from_checkpoint(args.checkpoint, "cpu", precision="bf16")
+    stage = SecondStage.from_checkpoint(args.checkpoint, "cpu", options=StageOptions(precision="bf16"))
     val, coco_val, val_s = _classified(stage, args.data, "val", args.detector)
     train, coco_train, train_s = _classified(stage, args.data, "train", args.detector)
     print(f"{args.detector}: classified {len(val.detections)} val boxes in {val_s:.0f} s, "

@@ -77,7 +77,7 @@ def test_the_training_loader_pins_memory_on_cuda(tiny_config) -> None:
 
     cfg = tiny_config("data.max_train=16", "train.batch_size=8")
     env = DistEnv(device=CUDA)
-    split = load_split_data(_synthetic(cfg, env), "train", cfg, train=True, env=env, log=lambda m: None)
+    split = load_split_data(_synthetic(cfg, env), "train", cfg, train=True, env=env)
     loader = train_loader(split, ResumableSampler(split.dataset, env=env, seed=0), cfg)
     assert loader.pin_memory
     batch = next(iter(loader))
@@ -91,4 +91,4 @@ def test_the_training_loader_pins_memory_on_cuda(tiny_config) -> None:
 def _synthetic(cfg, env):  # type: ignore[no-untyped-def]
     from lowres.training.data import resolve_data_dir
 
-    return resolve_data_dir(cfg, env=env, log=lambda m: None)
+    return resolve_data_dir(cfg, env=env)
