@@ -90,10 +90,24 @@ class SplitOptions:
     def match_params(self) -> MatchParams:
         return MatchParams(self.iou_positive, self.iou_background, self.background, self.score_threshold, self.top_k)
 
+def split_detections_file(pattern: str | os.PathLike | None, split: str, data_dir: str | os.PathLike | None
+                          ) -> Path | None:
+    """A detections file named for ``split``: ``{split}`` in it replaced by the split's name
+    (``detections/yolofastest_{split}.json``); a relative path that is not a file here is looked up in
+    ``data_dir``."""
+    if pattern is None:
+        return None
+    path = Path(str(pattern).replace("{split}", split)).expanduser()
+    if not path.is_absolute() and not path.exists() and data_dir is not None and (Path(data_dir) / path).exists():
+        return Path(data_dir) / path
+    return path
+
+
 def split_paths(data_dir: str | os.PathLike | None = None, split: str = "train", *,
                 annotations: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
                 detections: str | os.PathLike | None = None, need_detections: bool = False) -> SplitPaths:
-    """Resolve the files of a split: explicit paths win over the coco-mini layout under ``data_dir``."""
+    """Resolve the files of a split: explicit paths win over the coco-mini layout under ``data_dir``;
+    ``detections`` may name the split by pattern (:func:`split_detections_file`)."""
     if (annotations is None or images is None) and data_dir is None:
         raise MalformedFileError(None, None, "missing_file", "give data_dir, or both annotations and images")
     root = Path(data_dir) if data_dir is not None else None
@@ -101,7 +115,7 @@ def split_paths(data_dir: str | os.PathLike | None = None, split: str = "train",
         check_data_dir(root, split, layouts=("coco",))  # the one message for a wrong folder or split
     ann = Path(annotations) if annotations is not None else root / "annotations" / f"instances_{split}.json"
     img = Path(images) if images is not None else root / "images" / split
-    det = Path(detections) if detections is not None else None
+    det = split_detections_file(detections, split, root)
     if need_detections and det is None:
         folder = root / "detections" if root is not None else None
         found = sorted(folder.glob(f"*_{split}.json")) if folder is not None and folder.is_dir() else []

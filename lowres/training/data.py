@@ -77,17 +77,6 @@ def _subset(records: list, limit: int | None, seed: int) -> list:
     return [records[i] for i in keep]
 
 
-def split_file(pattern: str | None, split: str, data_dir: Path | None) -> Path | None:
-    """``data.detections_file`` for ``split``: ``{split}`` replaced by its name; a relative path that is not a file
-    here is looked up in the data folder (``detections/yoloxnano_{split}.json``)."""
-    if pattern is None:
-        return None
-    path = Path(pattern.replace("{split}", split)).expanduser()
-    if not path.is_absolute() and not path.exists() and data_dir is not None and (data_dir / path).exists():
-        return data_dir / path
-    return path
-
-
 def split_options(cfg: Config, *, train: bool) -> SplitOptions:
     """The bridge's record options from ``data.*``; jittered copies of boxes are training data only."""
     d = cfg.data
@@ -108,7 +97,7 @@ def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env
         return _load_imagefolder_split(data_dir, split, cfg, train=train, env=env, category_map=category_map)
     d = cfg.data
     crop_set = load_split(data_dir, split, split_options(cfg, train=train),
-                          detections_file=split_file(d.detections_file, split, data_dir))
+                          detections_file=d.detections_file)
     if category_map is not None and crop_set.category_map != category_map:
         raise InputError(f"split {split!r} of {data_dir} has another category map than the model's "
                          f"({crop_set.category_map.num_classes} vs {category_map.num_classes} classes)")

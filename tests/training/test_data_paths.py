@@ -69,7 +69,7 @@ def test_seeded_samples_leave_the_trainers_global_rngs_alone():
 
 
 def test_a_detections_file_per_split_by_pattern(tmp_path: Path):
-    from lowres.training.data import split_file
+    from detection_bridge.coco import split_detections_file as split_file
 
     (tmp_path / "detections").mkdir()
     (tmp_path / "detections" / "yoloxnano_val.json").write_text("[]")
