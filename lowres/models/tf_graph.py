@@ -108,7 +108,7 @@ class _StorageType:
 
 
 def _rebuild_tensor(storage: Tensor, offset: int, size: tuple, stride: tuple, *_: Any) -> Tensor:
-    return torch.as_strided(storage, tuple(size), tuple(stride), offset).clone()
+    return torch.as_strided(storage, tuple(size), tuple(stride), offset)  # each record is its own buffer: no copy
 
 
 def _rebuild_parameter(data: Tensor, *_: Any) -> Tensor:
