@@ -41,12 +41,18 @@ def _run(args: list[str]) -> object:
     return CliRunner().invoke(main, ["rescore", "--no-progress", *args])
 
 
-def test_rescore_all_fusions_with_ground_truth(checkpoint: Path, small_split: dict[str, Path]) -> None:
+def _run_with_ground_truth(checkpoint: Path, small_split: dict[str, Path], *args: str) -> tuple[object, Path]:
+    """rescore on the small split with its ground truth; the summary goes to summary.json beside the output."""
     metrics_file = small_split["out"].with_name("summary.json")
     result = _run(["--checkpoint", str(checkpoint), "--detections", str(small_split["dets"]),
                    "--images", str(small_split["images"]), "--annotations", str(small_split["gt"]),
-                   "--out", str(small_split["out"]), "--fusion", "all", "--background-threshold", "1",
-                   "--metrics-out", str(metrics_file)])
+                   "--out", str(small_split["out"]), *args, "--metrics-out", str(metrics_file)])
+    return result, metrics_file
+
+
+def test_rescore_all_fusions_with_ground_truth(checkpoint: Path, small_split: dict[str, Path]) -> None:
+    result, metrics_file = _run_with_ground_truth(checkpoint, small_split, "--fusion", "all",
+                                                  "--background-threshold", "1")
     assert result.exit_code == 0, result.output
     assert "| scores | " + " | ".join(METRIC_NAMES) + " |" in result.output
     for row in ("detector (before)", "rescored: replace", "rescored: product", "rescored: max"):
@@ -138,11 +144,7 @@ def test_label_map_file_maps_detector_labels_to_coco_ids(checkpoint: Path, small
 
 
 def test_rescore_crossfit_writes_auto_crossfit_with_every_box(checkpoint: Path, small_split: dict[str, Path]) -> None:
-    metrics_file = small_split["out"].with_name("summary.json")
-    result = _run(["--checkpoint", str(checkpoint), "--detections", str(small_split["dets"]),
-                   "--images", str(small_split["images"]), "--annotations", str(small_split["gt"]),
-                   "--out", str(small_split["out"]), "--fusion", "product", "--crossfit", "3",
-                   "--metrics-out", str(metrics_file)])
+    result, metrics_file = _run_with_ground_truth(checkpoint, small_split, "--fusion", "product", "--crossfit", "3")
     assert result.exit_code == 0, result.output
     assert "cross-fit fold 3/3 (1 images)" in result.output
     summary = json.loads(metrics_file.read_text())
