@@ -139,3 +139,51 @@ def test_eval_batches_are_only_normalised_and_float_batches_are_refused() -> Non
     assert labels.dtype == torch.int64
     with pytest.raises(TypeError, match="must be uint8"):
         model_inputs((ours, labels), torch.device("cpu"))
+
+
+def _previous_model_inputs(images: torch.Tensor, params: torch.Tensor | None, size: int | None) -> torch.Tensor:
+    """model_inputs as it was before the in-place rewrite (commit c56efa8): out-of-place operations, each applied
+    to the gathered samples that change; the faster path must give the same samples."""
+    from detection_bridge import color
+
+    def grey(x):
+        r, g, b = x.unbind(dim=1)
+        return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+
+    ops = (lambda x, f: (x * f).clamp_(0, 1),
+           lambda x, f: (x * f + grey(x).mean(dim=(1, 2, 3), keepdim=True) * (1 - f)).clamp_(0, 1),
+           lambda x, f: (x * f + grey(x) * (1 - f)).clamp_(0, 1),
+           color._hue)
+    x = images.float().div_(255.0)
+    if params is not None:
+        order = params[:, 4:].round().long()
+        changes = torch.cat([params[:, :3] != 1.0, params[:, 3:4] != 0.0], dim=1)
+        for slot in range(4):
+            for k, op in enumerate(ops):
+                idx = ((order[:, slot] == k) & changes[:, k]).nonzero().flatten()
+                if len(idx):
+                    f = params[idx, k]
+                    x.index_copy_(0, idx, op(x.index_select(0, idx), f if k == 3 else f.view(-1, 1, 1, 1)))
+    x = (x - 0.5) / 0.5
+    if size is not None:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
+@pytest.mark.parametrize("random_order, hue, p, size", [
+    (False, 0.0, 0.5, None),   # the Imagenette preset's jitter (fixed order, no hue, half the samples)
+    (False, 0.05, 1.0, None),  # every sample, with hue
+    (True, 0.1, 0.8, None),    # COCO crops: random order, so most slots touch a few samples only
+    (True, 0.0, 0.5, 53),      # with the upsample resize
+])
+def test_in_place_inputs_equal_the_previous_pipeline(random_order, hue, p, size):
+    crops = _crops(32, 37, 13)
+    rng = np.random.default_rng(4)
+    params = np.stack([ColorJitter(0.4, hue, p=p, random_order=random_order).draw(rng) for _ in crops])
+    batch = _batch(crops, params)
+    ours, _ = model_inputs(batch, torch.device("cpu"), channels_last=True, size=size)
+    ref = _previous_model_inputs(batch[0], batch[3], size)
+    assert ours.shape == ref.shape and ours.is_contiguous(memory_format=torch.channels_last)
+    # the same samples: only the order of a few float sums (the grey level's mean) may differ
+    assert torch.allclose(ours, ref, rtol=0, atol=2e-6), (ours - ref).abs().max()
+    assert torch.equal(batch[0], torch.from_numpy(crops).permute(0, 3, 1, 2))  # the loader's batch is not touched
