@@ -21,7 +21,7 @@ from ..errors import TrainingDiverged
 from ..runtime import autocast
 from .recipe import EpochLR, ModelEma, clip_gradients, freeze_bn_stats, inception_loss
 
-__all__ = ["EpochTotals", "StepInfo", "StepRecipe", "TrainingDiverged", "train_one_epoch", "predict"]
+__all__ = ["EpochTotals", "StepInfo", "StepRecipe", "TrainingDiverged", "train_step", "train_one_epoch", "predict"]
 
 
 @dataclass
@@ -128,6 +128,26 @@ class StepRecipe:
                    upsample_to=cfg.crop.upsample_to, log_every=t.log_every, bn_stats=t.bn_stats)
 
 
+def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
+               scheduler: EpochLR, recipe: StepRecipe, *, device: torch.device, ema: ModelEma | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One optimiser step on model inputs already on the device: forward under autocast, label-smoothed loss
+    + 0.4 aux, backward, clip, step, lr schedule step, EMA update. Returns (loss, logits, gradient norm), left
+    on the device. The model-only baseline of ``benchmarks/train_pipeline.py`` times exactly this."""
+    with autocast(device, recipe.precision):
+        outputs = model(images)
+    loss, logits = inception_loss(outputs, targets, label_smoothing=recipe.label_smoothing,
+                                  aux_weight=recipe.aux_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = clip_gradients(model.parameters(), recipe.clip_grad_norm, recipe.clip_mode)
+    optimizer.step()
+    scheduler.step()
+    if ema is not None:
+        ema.update(model)
+    return loss, logits, grad_norm
+
+
 def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, scheduler: EpochLR,
                     recipe: StepRecipe, *, device: torch.device, steps: int, totals: EpochTotals | None = None,
                     global_step: int = 0, ema: ModelEma | None = None,
@@ -148,17 +168,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
             break
         images, targets = model_inputs(batch, device, channels_last=recipe.channels_last, size=recipe.upsample_to)
         lr = optimizer.param_groups[0]["lr"]
-        with autocast(device, recipe.precision):
-            outputs = model(images)
-        loss, logits = inception_loss(outputs, targets, label_smoothing=recipe.label_smoothing,
-                                      aux_weight=recipe.aux_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = clip_gradients(model.parameters(), recipe.clip_grad_norm, recipe.clip_mode)
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update(model)
+        loss, logits, grad_norm = train_step(model, images, targets, optimizer, scheduler, recipe, device=device,
+                                             ema=ema)
         step = global_step + totals.steps + 1
         totals.add_step(loss, (logits.detach().argmax(dim=1) == targets).sum(), targets.shape[0], step=step, lr=lr,
                         grad_norm=grad_norm)
