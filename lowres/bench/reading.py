@@ -51,7 +51,8 @@ def _verdict_sign(lo: float, hi: float, a: str, b: str) -> str:
 def _contrast_sentence(c: dict[str, Any]) -> str:
     lo, hi = c["ci"]
     overlap = "overlap" if c["cis_overlap"] else "do not overlap"
-    head = (f"**{c['a']} - {c['b']}** ({c['question']}): {pts(c['delta'])} points top-1, paired 95% CI "
+    over = "images and seeds" if max(c.get("seeds") or [1]) > 1 else "images, paired"
+    head = (f"**{c['a']} - {c['b']}** ({c['question']}): {pts(c['delta'])} points top-1, 95% CI over {over} "
             f"[{pts(lo)}, {pts(hi)}]; the two variants' own intervals {overlap}. ")
     if lo == hi == c["delta"] == 0:
         return head + "The two were right on exactly the same crops: no difference at all on this sample."

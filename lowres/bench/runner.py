@@ -144,14 +144,17 @@ def _costs(spec: BenchSpec, configs: dict[str, Config], results: dict[str, list[
     return {name: {**profile_variant(cfg, n, size), **speed[name]} for name, (cfg, n, size) in jobs.items()}
 
 
-def _wall_times(out: Path, seconds: float, results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def _wall_times(out: Path, seconds: float, results: dict[str, list[dict[str, Any]]], shared: dict[str, Any]
+                ) -> list[dict[str, Any]]:
     """Every invocation's wall time on this report folder, this one last: a re-render (all runs reused) must not
-    replace the time the bench took to train with its own few seconds."""
+    replace the time the bench took to train with its own few seconds. A report of another training config
+    (``shared``) in the folder trained nothing this one reuses, so its times are not counted."""
     previous: list[dict[str, Any]] = []
     try:
         old = json.loads((out / "report.json").read_text(encoding="utf-8"))
-        previous = old.get("wall_times") or [{"seconds": float(old["bench_seconds"]), "trained": None}]
-    except (OSError, ValueError, KeyError, TypeError):
+        if not config_differences(old["preset"]["config"], shared):
+            previous = old.get("wall_times") or [{"seconds": float(old["bench_seconds"]), "trained": None}]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         previous = []  # no earlier report (or an unreadable one): this invocation is the first on record
     trained = sum(not r.get("reused") for runs in results.values() for r in runs)
     return [*previous, {"seconds": seconds, "trained": trained}]
@@ -176,7 +179,7 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
     configs: dict[str, Config] = {}
     for name in spec.variants:
         variant = VARIANTS[name]
-        for seed in spec.seed_values():
+        for seed in spec.seed_values(name):
             cfg = variant_config(spec.config, variant, seed=seed, data=data)
             configs.setdefault(name, cfg)
             logger.info(f"== {name}: {variant.note} (seed {seed})")
@@ -189,7 +192,7 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
     costs = _costs(spec, configs, results)
     report = build_report(spec, results, costs, configs=configs, data=data, command=command,
                           environment=environment(spec.config),
-                          wall_times=_wall_times(out, time.perf_counter() - start, results))
+                          wall_times=_wall_times(out, time.perf_counter() - start, results, spec.config))
     report["plots"] = write_plots(report, out)
     if not report["plots"]:
         logger.info("note: matplotlib is not installed, so no plots were drawn (pip install 'lowres[report]')")

@@ -92,15 +92,18 @@ class BenchSpec:
     config: dict[str, Any]  # the shared training config (resolved, plain dict)
     throughput: ThroughputSpec = field(default_factory=ThroughputSpec)
     source: str = ""  # file the preset came from
+    variant_seeds: dict[str, int] = field(default_factory=dict)  # variants that train another number of seeds
 
-    def seed_values(self) -> list[int]:
+    def seed_values(self, variant: str | None = None) -> list[int]:
+        """The seeds ``variant`` trains (``bench.variant_seeds`` or ``bench.seeds`` of them), the first ones
+        of ``train.seed, train.seed + 1, ...``: a variant with fewer seeds shares its seeds with the others."""
         base = int(self.config["train"]["seed"])
-        return [base + i for i in range(self.seeds)]
+        return [base + i for i in range(self.variant_seeds.get(variant or "", self.seeds))]
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "variants": list(self.variants), "seeds": self.seeds,
-                "seed_values": self.seed_values(), "throughput": asdict(self.throughput), "config": self.config,
-                "source": self.source}
+                "variant_seeds": dict(self.variant_seeds), "seed_values": self.seed_values(),
+                "throughput": asdict(self.throughput), "config": self.config, "source": self.source}
 
 
 def bench_preset_path(name_or_path: str | Path) -> Path:
@@ -117,7 +120,7 @@ def bench_preset_path(name_or_path: str | Path) -> Path:
 
 def _bench_section(raw: Any, source: str) -> dict[str, Any]:
     """Check the ``bench`` section's keys and types; return it merged over the defaults."""
-    known = {"variants", "seeds", "throughput"}
+    known = {"variants", "seeds", "variant_seeds", "throughput"}
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: 'bench' must be a mapping")
@@ -132,6 +135,14 @@ def _bench_section(raw: Any, source: str) -> dict[str, Any]:
     seeds = raw.get("seeds", 1)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ConfigError(f"{source}: 'bench.seeds' expects an integer >= 1, got {seeds!r}")
+    variant_seeds = raw.get("variant_seeds") or {}
+    if isinstance(variant_seeds, dict):  # YAML reads {79: 1} with a number for the name
+        variant_seeds = {str(name): n for name, n in variant_seeds.items()}
+    if not isinstance(variant_seeds, dict) or any(
+            name not in variants or not isinstance(n, int) or isinstance(n, bool) or n < 1
+            for name, n in variant_seeds.items()):
+        raise ConfigError(f"{source}: 'bench.variant_seeds' maps variants of bench.variants to a number of seeds "
+                          f">= 1 (e.g. {{naive-79: 1}}); got {variant_seeds!r}")
     tp_raw = raw.get("throughput") or {}
     tp_known = set(asdict(ThroughputSpec()))
     if not isinstance(tp_raw, dict) or set(tp_raw) - tp_known:
@@ -139,7 +150,8 @@ def _bench_section(raw: Any, source: str) -> dict[str, Any]:
     for key, value in tp_raw.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "warmup" else 1):
             raise ConfigError(f"{source}: 'bench.throughput.{key}' expects a positive integer, got {value!r}")
-    return {"variants": variants, "seeds": seeds, "throughput": ThroughputSpec(**tp_raw)}
+    return {"variants": variants, "seeds": seeds, "variant_seeds": variant_seeds,
+            "throughput": ThroughputSpec(**tp_raw)}
 
 
 def _split_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:

@@ -100,12 +100,22 @@ def test_interrupted_variant_resumes_from_its_checkpoint(tmp_path, tiny_bench_ar
     assert row["epochs"] == 2 and row["resumed"] == [True] and row["reused"] == [False]
 
 
-def test_several_seeds_give_a_mean_and_a_spread(tmp_path, tiny_bench_args):
-    args = tiny_bench_args(tmp_path, "--variants", "naive-79", "--seeds", "2")
+def test_several_seeds_give_a_mean_a_spread_and_intervals_over_seeds(tmp_path, tiny_bench_args):
+    args = tiny_bench_args(tmp_path, "--variants", "naive-79,79", "--seeds", "2",
+                           "--set", "bench.variant_seeds={79: 1}")
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    row = _report(tmp_path)["rows"][0]
+    report = _report(tmp_path)
+    row, one = report["rows"]
     assert row["seeds"] == [0, 1] and len(row["top1_per_seed"]) == 2 and row["top1_sd"] is not None
     assert row["top1"] == pytest.approx(sum(row["top1_per_seed"]) / 2)
+    assert one["seeds"] == [0] and one["top1_sd"] is None  # bench.variant_seeds: fewer seeds for 79
     assert sorted(p.name for p in (tmp_path / "runs" / "naive-79").iterdir()) == ["seed0", "seed1"]
-    assert " ± " in (tmp_path / "report.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "runs" / "79").iterdir()) == ["seed0"]
+    (contrast,) = report["contrasts"]
+    assert contrast["seeds"] == [2, 1] and contrast["ci"][0] <= contrast["delta"] <= contrast["ci"][1]
+    md = (tmp_path / "report.md").read_text()
+    lines = md.splitlines()
+    seeds_cell = ", ".join(f"{100 * v:.1f}" for v in row["top1_per_seed"])  # each seed's top-1, in the row
+    assert any(line.startswith("| `naive-79` | ") and seeds_cell in line and " ± " in line for line in lines)
+    assert "| `naive-79` − `79` | 2 vs 1 |" in md and "`79`: 1 seed" in md

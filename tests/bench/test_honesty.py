@@ -93,3 +93,15 @@ def test_rerender_keeps_the_training_wall_time(smoke_report, tiny_bench_args):
     md = (smoke_report / "report.md").read_text()
     assert "every run reused" in md and "steps per epoch" in md
     assert "images/s [range]" in md and "median of" in md
+
+
+def test_a_report_of_another_config_adds_no_wall_time(tmp_path):
+    from lowres.bench.runner import _wall_times
+    from lowres.config import load_config
+
+    shared = load_config("smoke").to_dict()
+    other = load_config("smoke", ["train.epochs=9"]).to_dict()
+    old = {"preset": {"config": shared}, "bench_seconds": 600.0, "wall_times": [{"seconds": 600.0, "trained": 5}]}
+    (tmp_path / "report.json").write_text(json.dumps(old))
+    assert _wall_times(tmp_path, 5.0, {}, shared) == [{"seconds": 600.0, "trained": 5}, {"seconds": 5.0, "trained": 0}]
+    assert _wall_times(tmp_path, 5.0, {}, other) == [{"seconds": 5.0, "trained": 0}]  # its runs are not this study's

@@ -28,7 +28,7 @@ def test_variant_configs_change_only_stem_crop_and_aux(name, stem, crop_size, up
 @pytest.mark.parametrize("preset", ["smoke", "cpu", "paper", "imagenette", "imagenette_gpu"])
 def test_presets_load(preset):
     spec = load_bench_preset(preset)
-    assert spec.variants == list(VARIANTS) and spec.seeds == 1
+    assert spec.variants == list(VARIANTS) and spec.seeds == (3 if preset == "imagenette" else 1)
     width = spec.config["model"]["width"]
     gpu = preset in ("paper", "imagenette_gpu")
     assert width == 1.0 if gpu else 0 < width < 1.0  # the paper's network on a GPU; the CPU ones reduced
@@ -45,7 +45,8 @@ def test_overrides_and_flags_reach_the_right_section():
 
 @pytest.mark.parametrize("overrides, match", [
     (["bench.colour=1"], "bench.colour"), (["train.epoch=1"], "train.epoch"), (["bench.seeds=0"], "bench.seeds"),
-    (["bench.variants=[79, 80]"], "bench.variants"), (["crop.size=3"], "crop.size")])
+    (["bench.variants=[79, 80]"], "bench.variants"), (["crop.size=3"], "crop.size"),
+    (["bench.variant_seeds={naive-80: 1}"], "bench.variant_seeds"), (["bench.variant_seeds={79: 0}"], "variant_seeds")])
 def test_mistakes_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_bench_preset("smoke", overrides)
