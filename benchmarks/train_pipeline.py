@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from detection_bridge.fileio import atomic_write_json  # noqa: E402
 from lowres.bench.variants import VARIANTS, load_bench_preset, variant_config  # noqa: E402
 from lowres.device_transforms import model_inputs  # noqa: E402
-from lowres.runtime import resolve_device  # noqa: E402
+from lowres.runtime import input_dtype, resolve_device  # noqa: E402
 from lowres.training.data import load_split_data  # noqa: E402
 from lowres.training.distributed import DistEnv  # noqa: E402
 from lowres.training.engine import train_one_epoch, train_step  # noqa: E402
@@ -105,7 +105,8 @@ def breakdown(trainer: Trainer, epoch: int, warmup: int, steps: int) -> dict[str
         t0 = time.perf_counter()
         batch = next(it)
         t1 = time.perf_counter()
-        x, y = model_inputs(batch, device, channels_last=recipe.channels_last, size=recipe.upsample_to)
+        x, y = model_inputs(batch, device, channels_last=recipe.channels_last, size=recipe.upsample_to,
+                            dtype=input_dtype(recipe.precision))
         _sync(device)
         t2 = time.perf_counter()
         train_step(trainer.ddp, x, y, trainer.optimizer, trainer.scheduler, recipe, device=device, ema=trainer.ema)
@@ -137,7 +138,7 @@ def measure(trainer: Trainer, rounds: int, warmup: int, steps: int, profile: boo
     """Alternating rounds of pipeline and model-only rates; the median ratio and its range."""
     first = next(iter(trainer.loader))
     inputs = model_inputs(first, trainer.env.device, channels_last=trainer.recipe.channels_last,
-                          size=trainer.recipe.upsample_to)
+                          size=trainer.recipe.upsample_to, dtype=input_dtype(trainer.recipe.precision))
     pipe, model = [], []
     for r in range(rounds):
         pipe.append(pipeline_rate(trainer, r, warmup, steps))

@@ -54,11 +54,12 @@ def resize(x: Tensor, size: int | None) -> Tensor:
 
 
 def model_inputs(batch: Sequence, device: torch.device, *, channels_last: bool = False,
-                 size: int | None = None) -> tuple[Tensor, Tensor]:
+                 size: int | None = None, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     """``(images, targets)`` on ``device`` from a loader batch ``(uint8 images, labels[, indices[, colour]])``.
 
     Images become float in [0, 1], get their colour jitter when the batch carries factors, are normalised, and
-    are resized to ``size`` (:func:`resize`), then laid out NHWC with ``channels_last``.
+    are resized to ``size`` (:func:`resize`), then laid out NHWC with ``channels_last`` and, with ``dtype``
+    (:func:`lowres.runtime.input_dtype`: what autocast would cast them to), stored in it by the same copy.
     """
     images, labels = batch[0], batch[1]
     if images.dtype != torch.uint8:
@@ -69,5 +70,5 @@ def model_inputs(batch: Sequence, device: torch.device, *, channels_last: bool =
         x = apply_color_jitter(x, torch.as_tensor(batch[3]), inplace=True)  # factors stay on the host: it plans there
     fmt = memory_format(channels_last)
     x = resize(normalize(x, inplace=True).contiguous(memory_format=fmt), size)  # resized in the target layout
-    x = x.contiguous(memory_format=fmt)
+    x = x.to(dtype=dtype or x.dtype, memory_format=fmt)  # one copy for the layout and the dtype (none if unchanged)
     return x, torch.as_tensor(labels).to(device, non_blocking=True)

@@ -53,6 +53,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def input_dtype(precision: str) -> torch.dtype | None:
+    """The dtype :func:`autocast` gives the model's input at its first convolution (bf16 under ``'bf16'``), so
+    inputs made in it are the same numbers (one round-to-nearest of the same float32 values) in half the bytes;
+    None: keep float32."""
+    return torch.bfloat16 if precision == "bf16" else None
+
+
 def memory_format(channels_last: bool) -> torch.memory_format:
     """NHWC when asked: oneDNN's bf16 convolutions and cuDNN's tensor cores want it (``model.channels_last``)."""
     return torch.channels_last if channels_last else torch.contiguous_format

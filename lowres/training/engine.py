@@ -18,7 +18,7 @@ from torch import nn
 from ..config import Config
 from ..device_transforms import model_inputs
 from ..errors import TrainingDiverged
-from ..runtime import autocast
+from ..runtime import autocast, input_dtype
 from .recipe import EpochLR, ModelEma, clip_gradients, freeze_bn_stats, inception_loss
 
 __all__ = ["EpochTotals", "StepInfo", "StepRecipe", "TrainingDiverged", "train_step", "train_one_epoch", "predict"]
@@ -166,7 +166,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
     for batch in batches:
         if totals.steps >= steps:
             break
-        images, targets = model_inputs(batch, device, channels_last=recipe.channels_last, size=recipe.upsample_to)
+        images, targets = model_inputs(batch, device, channels_last=recipe.channels_last, size=recipe.upsample_to,
+                                       dtype=input_dtype(recipe.precision))
         lr = optimizer.param_groups[0]["lr"]
         loss, logits, grad_norm = train_step(model, images, targets, optimizer, scheduler, recipe, device=device,
                                              ema=ema)
@@ -197,7 +198,8 @@ def predict(model: nn.Module, batches: Iterable, *, device: torch.device, k: int
     topk, targets, indices = [], [], []
     loss_sum, count = 0.0, 0
     for batch in batches:
-        images, labels = model_inputs(batch, device, channels_last=channels_last, size=upsample_to)
+        images, labels = model_inputs(batch, device, channels_last=channels_last, size=upsample_to,
+                                      dtype=input_dtype(precision))
         with autocast(device, precision):
             logits = model(images)
         logits = logits.float()

@@ -187,3 +187,21 @@ def test_in_place_inputs_equal_the_previous_pipeline(random_order, hue, p, size)
     # the same samples: only the order of a few float sums (the grey level's mean) may differ
     assert torch.allclose(ours, ref, rtol=0, atol=2e-6), (ours - ref).abs().max()
     assert torch.equal(batch[0], torch.from_numpy(crops).permute(0, 3, 1, 2))  # the loader's batch is not touched
+
+
+def test_bf16_inputs_are_what_autocast_gives_the_first_convolution():
+    from lowres import build_model
+    from lowres.runtime import autocast, input_dtype
+
+    crops = _crops(4, 79, 17)
+    rng = np.random.default_rng(5)
+    batch = _batch(crops, np.stack([ColorJitter(0.4, 0.0, p=1.0, random_order=False).draw(rng) for _ in crops]))
+    cpu = torch.device("cpu")
+    full, _ = model_inputs(batch, cpu, channels_last=True)
+    half, _ = model_inputs(batch, cpu, channels_last=True, dtype=input_dtype("bf16"))
+    assert half.dtype == torch.bfloat16 and half.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(half, full.to(torch.bfloat16)) and input_dtype("fp32") is None
+    torch.manual_seed(0)
+    model = build_model(79, 10, width=0.125, min_depth=8).eval().to(memory_format=torch.channels_last)
+    with torch.no_grad(), autocast(cpu, "bf16"):
+        assert torch.equal(model(full), model(half))  # the same numbers reach the network
