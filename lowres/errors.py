@@ -50,9 +50,17 @@ class TrainingDiverged(LowresError, RuntimeError):
 
 
 class TrainingInterrupted(LowresError):
-    """Ctrl-C (SIGINT) stopped training after a checkpoint was written; the message says how to continue."""
+    """Ctrl-C (SIGINT) stopped training after a checkpoint was written; the message says how to continue.
+
+    ``step`` and ``checkpoint`` (the optimiser step and the file that holds it) let a caller that runs training
+    for its own command (``lowres bench``) say how to continue that command instead."""
 
     exit_code = 130
+
+    def __init__(self, message: str, *, step: int | None = None, checkpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
 
 
 class BenchError(LowresError, RuntimeError):

@@ -30,7 +30,7 @@ from .._atomic import atomic_write_json
 from ..builder import load_model
 from ..config import Config
 from ..config_checks import RUNTIME, keys_of_kind
-from ..errors import BenchError
+from ..errors import BenchError, TrainingInterrupted
 from ..provenance import git_state
 from ..runtime import resolve_device
 from ..training.evaluate import evaluate_loaded
@@ -113,7 +113,13 @@ def run_variant(cfg: Config, run_dir: Path, *, name: str, seed: int, progress: b
     if saved.is_file():
         _check_same_config(run_dir, yaml.safe_load(saved.read_text(encoding="utf-8")), cfg, "training run")
     resumed = (run_dir / "last.pt").is_file()
-    summary = train(cfg, run_dir, resume="auto", progress=progress, command=command)
+    try:
+        summary = train(cfg, run_dir, resume="auto", progress=progress, command=command)
+    except TrainingInterrupted as stop:  # continuing means running the bench again, not `lowres train --resume`
+        raise TrainingInterrupted(
+            f"{name} seed {seed} interrupted after optimiser step {stop.step}: {stop.checkpoint} holds it; "
+            "continue by running the same lowres bench command again (finished runs are reused, this one "
+            "resumes)", step=stop.step, checkpoint=stop.checkpoint) from None
     result = evaluate_run(cfg, run_dir)
     history = _history(run_dir)
     result.update(variant=name, seed=seed, config=cfg.to_dict(), history=history, resumed=resumed,

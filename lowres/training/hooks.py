@@ -107,8 +107,10 @@ class CheckpointHook(Hook):
 
 
 def interrupted(trainer: Trainer, out_dir: Path) -> TrainingInterrupted:
-    return TrainingInterrupted(f"interrupted after optimiser step {trainer.global_step}: {out_dir / 'last.pt'} "
-                               f"holds it; continue with: lowres train --resume --out {out_dir}")
+    checkpoint = out_dir / "last.pt"
+    return TrainingInterrupted(f"interrupted after optimiser step {trainer.global_step}: {checkpoint} holds it; "
+                               f"continue with: lowres train --resume --out {out_dir}",
+                               step=trainer.global_step, checkpoint=str(checkpoint))
 
 
 @contextlib.contextmanager

@@ -100,6 +100,29 @@ def test_interrupted_variant_resumes_from_its_checkpoint(tmp_path, tiny_bench_ar
     assert row["epochs"] == 2 and row["resumed"] == [True] and row["reused"] == [False]
 
 
+def test_ctrl_c_in_a_bench_says_to_run_the_bench_again(tmp_path, tiny_bench_args, monkeypatch):
+    """Ctrl-C during a variant's first epoch: exit 130, last.pt holds the step, and the line names the variant,
+    the seed and how to continue a bench (its own command again), not `lowres train --resume`."""
+    import signal
+
+    from lowres.training.trainer import Trainer
+
+    original = Trainer.end_epoch
+
+    def ctrl_c_then_end_epoch(self, totals):
+        signal.raise_signal(signal.SIGINT)  # what Ctrl-C delivers
+        return original(self, totals)
+
+    monkeypatch.setattr(Trainer, "end_epoch", ctrl_c_then_end_epoch)
+    result = CliRunner().invoke(main, tiny_bench_args(tmp_path, "--variants", "naive-79"))
+    run_dir = tmp_path / "runs" / "naive-79" / "seed0"
+    assert result.exit_code == 130, result.output
+    assert f"naive-79 seed 0 interrupted after optimiser step 1: {run_dir / 'last.pt'} holds it" in result.output
+    assert "running the same lowres bench command again" in result.output
+    assert "lowres train --resume" not in result.output
+    assert (run_dir / "last.pt").is_file() and not (run_dir / "result.json").exists()
+
+
 def test_several_seeds_give_a_mean_a_spread_and_intervals_over_seeds(tmp_path, tiny_bench_args):
     args = tiny_bench_args(tmp_path, "--variants", "naive-79,79", "--seeds", "2",
                            "--set", "bench.variant_seeds={79: 1}")
