@@ -139,10 +139,12 @@ def _bench_section(raw: Any, source: str) -> dict[str, Any]:
     if isinstance(variant_seeds, dict):  # YAML reads {79: 1} with a number for the name
         variant_seeds = {str(name): n for name, n in variant_seeds.items()}
     if not isinstance(variant_seeds, dict) or any(
-            name not in variants or not isinstance(n, int) or isinstance(n, bool) or n < 1
+            name not in VARIANTS or not isinstance(n, int) or isinstance(n, bool) or n < 1
             for name, n in variant_seeds.items()):
-        raise ConfigError(f"{source}: 'bench.variant_seeds' maps variants of bench.variants to a number of seeds "
-                          f">= 1 (e.g. {{naive-79: 1}}); got {variant_seeds!r}")
+        raise ConfigError(f"{source}: 'bench.variant_seeds' maps variant names ({', '.join(VARIANTS)}) to a number "
+                          f"of seeds >= 1 (e.g. {{naive-79: 1}}); got {variant_seeds!r}")
+    # a preset's entry for a variant that --variants left out is not a mistake: it has nothing to apply to
+    variant_seeds = {name: n for name, n in variant_seeds.items() if name in variants}
     tp_raw = raw.get("throughput") or {}
     tp_known = set(asdict(ThroughputSpec()))
     if not isinstance(tp_raw, dict) or set(tp_raw) - tp_known:

@@ -43,6 +43,14 @@ def test_overrides_and_flags_reach_the_right_section():
     assert spec.throughput.batch == 3 and spec.seed_values() == [0, 1] and spec.variants == ["79", "299"]
 
 
+def test_a_preset_s_fewer_seeds_apply_to_the_variants_selected():
+    """--variants may leave out a variant the preset gives fewer seeds (imagenette: naive-79, upsample-79)."""
+    spec = load_bench_preset("imagenette", variants=["299", "79"])
+    assert spec.variant_seeds == {} and spec.seed_values("299") == spec.seed_values("79") == [0, 1, 2]
+    spec = load_bench_preset("imagenette", variants=["79", "naive-79"])
+    assert spec.variant_seeds == {"naive-79": 1} and spec.seed_values("naive-79") == [0]
+
+
 @pytest.mark.parametrize("overrides, match", [
     (["bench.colour=1"], "bench.colour"), (["train.epoch=1"], "train.epoch"), (["bench.seeds=0"], "bench.seeds"),
     (["bench.variants=[79, 80]"], "bench.variants"), (["crop.size=3"], "crop.size"),
