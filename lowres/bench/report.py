@@ -267,7 +267,7 @@ def _wall_time(report: dict[str, Any]) -> str:
     def one(w: dict[str, Any]) -> str:
         what = ("runs trained: unknown" if w["trained"] is None else "every run reused" if w["trained"] == 0
                 else f"{w['trained']} run(s) trained")
-        return f"{_duration(w['seconds'])} ({what})"
+        return f"{_duration(w['seconds'])} ({what}{', interrupted' if w.get('interrupted') else ''})"
 
     return (f"wall time {_duration(report['bench_seconds'])} over {len(times)} invocations on this folder: "
             + ", then ".join(one(w) for w in times))

@@ -150,20 +150,47 @@ def _costs(spec: BenchSpec, configs: dict[str, Config], results: dict[str, list[
     return {name: {**profile_variant(cfg, n, size), **speed[name]} for name, (cfg, n, size) in jobs.items()}
 
 
-def _wall_times(out: Path, seconds: float, results: dict[str, list[dict[str, Any]]], shared: dict[str, Any]
-                ) -> list[dict[str, Any]]:
-    """Every invocation's wall time on this report folder, this one last: a re-render (all runs reused) must not
-    replace the time the bench took to train with its own few seconds. A report of another training config
-    (``shared``) in the folder trained nothing this one reuses, so its times are not counted."""
+def _wall_times(out: Path, seconds: float, results: dict[str, list[dict[str, Any]]], shared: dict[str, Any], *,
+                interrupted: bool = False) -> list[dict[str, Any]]:
+    """Record this invocation's wall time in REPORT_DIR/wall_times.json and return every invocation's, this one
+    last. Called when an invocation ends, finished or interrupted, so a study that spans several invocations
+    counts all of them (a re-render, every run reused, adds its few seconds and keeps the training time). Only
+    invocations of this training config (``shared``) count: another config's trained nothing this one reuses.
+    A folder from before the record file starts from its report.json's chain."""
+    path = out / "wall_times.json"
     previous: list[dict[str, Any]] = []
-    try:
-        old = json.loads((out / "report.json").read_text(encoding="utf-8"))
-        if not config_differences(old["preset"]["config"], shared):
-            previous = old.get("wall_times") or [{"seconds": float(old["bench_seconds"]), "trained": None}]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        previous = []  # no earlier report (or an unreadable one): this invocation is the first on record
+    other_study = False
+    for source, key in ((path, "invocations"), (out / "report.json", "wall_times")):
+        try:
+            old = json.loads(source.read_text(encoding="utf-8"))
+            other_study = bool(config_differences(old["config"] if key == "invocations" else old["preset"]["config"],
+                                                  shared))
+            if not other_study:
+                previous = old.get(key) or [{"seconds": float(old["bench_seconds"]), "trained": None}]
+            break
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # absent or unreadable: the next source, else this invocation is the first on record
     trained = sum(not r.get("reused") for runs in results.values() for r in runs)
-    return [*previous, {"seconds": seconds, "trained": trained}]
+    times = [*previous, {"seconds": seconds, "trained": trained, **({"interrupted": True} if interrupted else {})}]
+    if interrupted and other_study:
+        return times  # e.g. refused for its changed config: the folder's study keeps its record
+    atomic_write_json(path, {"config": shared, "invocations": times}, indent=1)
+    return times
+
+
+def _train_all(spec: BenchSpec, out: Path, data: str | None, command: str | None, progress: bool,
+               results: dict[str, list[dict[str, Any]]], configs: dict[str, Config]) -> None:
+    """Every variant x seed of ``spec``, in order, into ``results`` / ``configs`` (filled as runs finish, so an
+    interrupted invocation still knows what it trained)."""
+    for name in spec.variants:
+        variant = VARIANTS[name]
+        for seed in spec.seed_values(name):
+            cfg = variant_config(spec.config, variant, seed=seed, data=data)
+            configs.setdefault(name, cfg)
+            logger.info(f"== {name}: {variant.note} (seed {seed})")
+            results.setdefault(name, []).append(
+                run_variant(cfg, out / "runs" / name / f"seed{seed}", name=name, seed=seed, progress=progress,
+                            command=command))
 
 
 def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None = None, command: str | None = None,
@@ -183,15 +210,14 @@ def run_bench(spec: BenchSpec, out_dir: str | os.PathLike, *, data: str | None =
     start = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
     configs: dict[str, Config] = {}
-    for name in spec.variants:
-        variant = VARIANTS[name]
-        for seed in spec.seed_values(name):
-            cfg = variant_config(spec.config, variant, seed=seed, data=data)
-            configs.setdefault(name, cfg)
-            logger.info(f"== {name}: {variant.note} (seed {seed})")
-            results.setdefault(name, []).append(
-                run_variant(cfg, out / "runs" / name / f"seed{seed}", name=name, seed=seed, progress=progress,
-                            command=command))
+    try:
+        _train_all(spec, out, data, command, progress, results, configs)
+    except BaseException:  # Ctrl-C, a full disk, a bad run: the time spent so far still counts for the study
+        try:
+            _wall_times(out, time.perf_counter() - start, results, spec.config, interrupted=True)
+        except OSError as exc:  # the failure being raised says more than this one
+            logger.debug(f"wall time not recorded: {exc}")
+        raise
     for runs in results.values():
         for r in runs:  # learning curves from what training wrote (scalars.csv), read afresh for reused runs too
             r["curves"] = run_curves(r["run_dir"], r["history"])

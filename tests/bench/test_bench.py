@@ -96,6 +96,9 @@ def test_interrupted_variant_resumes_from_its_checkpoint(tmp_path, tiny_bench_ar
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "resumed from" in result.output
+    first, second = _report(tmp_path)["wall_times"]  # the killed invocation's time counts too
+    assert first["interrupted"] and first["trained"] == 0 and first["seconds"] > 0
+    assert second["trained"] == 1 and "interrupted" not in second
     row = _report(tmp_path)["rows"][0]
     assert row["epochs"] == 2 and row["resumed"] == [True] and row["reused"] == [False]
 

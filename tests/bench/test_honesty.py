@@ -65,9 +65,10 @@ def test_recipe_caps_and_wall_times():
     assert _caps({"train": {"max_steps_per_epoch": None}, "data": {}}) == "; no step or data caps"
     one = {"bench_seconds": 1890.0, "wall_times": [{"seconds": 1890.0, "trained": 5}]}
     assert _wall_time(one) == "whole bench 31.5 min"
-    two = {"bench_seconds": 1902.0, "wall_times": [{"seconds": 1890.0, "trained": 5}, {"seconds": 12.0, "trained": 0}]}
-    assert _wall_time(two) == ("wall time 31.7 min over 2 invocations on this folder: 31.5 min (5 run(s) trained), "
-                               "then 12 s (every run reused)")
+    two = {"bench_seconds": 1902.0, "wall_times": [{"seconds": 1890.0, "trained": 5, "interrupted": True},
+                                                   {"seconds": 12.0, "trained": 0}]}
+    assert _wall_time(two) == ("wall time 31.7 min over 2 invocations on this folder: 31.5 min (5 run(s) trained, "
+                               "interrupted), then 12 s (every run reused)")
 
 
 def test_display_path_is_relative_to_the_working_directory(tmp_path, monkeypatch):
@@ -95,7 +96,10 @@ def test_rerender_keeps_the_training_wall_time(smoke_report, tiny_bench_args):
     assert "images/s [range]" in md and "median of" in md
 
 
-def test_a_report_of_another_config_adds_no_wall_time(tmp_path):
+def test_wall_times_chain_this_config_s_invocations(tmp_path):
+    """Each invocation adds its time to REPORT_DIR/wall_times.json, interrupted ones too; a folder from before the
+    record starts from its report.json; a study of another config contributes nothing and, when the new config's
+    invocation is refused or interrupted, keeps its record."""
     from lowres.bench.runner import _wall_times
     from lowres.config import load_config
 
@@ -103,5 +107,14 @@ def test_a_report_of_another_config_adds_no_wall_time(tmp_path):
     other = load_config("smoke", ["train.epochs=9"]).to_dict()
     old = {"preset": {"config": shared}, "bench_seconds": 600.0, "wall_times": [{"seconds": 600.0, "trained": 5}]}
     (tmp_path / "report.json").write_text(json.dumps(old))
-    assert _wall_times(tmp_path, 5.0, {}, shared) == [{"seconds": 600.0, "trained": 5}, {"seconds": 5.0, "trained": 0}]
-    assert _wall_times(tmp_path, 5.0, {}, other) == [{"seconds": 5.0, "trained": 0}]  # its runs are not this study's
+    assert _wall_times(tmp_path, 5.0, {}, other, interrupted=True) == [
+        {"seconds": 5.0, "trained": 0, "interrupted": True}]
+    assert not (tmp_path / "wall_times.json").exists()  # refused: report.json's study keeps its time
+    assert _wall_times(tmp_path, 7.0, {}, shared, interrupted=True) == [
+        {"seconds": 600.0, "trained": 5}, {"seconds": 7.0, "trained": 0, "interrupted": True}]
+    assert _wall_times(tmp_path, 5.0, {}, shared) == [
+        {"seconds": 600.0, "trained": 5}, {"seconds": 7.0, "trained": 0, "interrupted": True},
+        {"seconds": 5.0, "trained": 0}]
+    record = json.loads((tmp_path / "wall_times.json").read_text())
+    assert record["config"] == shared and len(record["invocations"]) == 3
+    assert _wall_times(tmp_path, 4.0, {}, other) == [{"seconds": 4.0, "trained": 0}]  # its runs are not this study's
