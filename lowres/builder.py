@@ -9,6 +9,7 @@ with. ``lowres eval``, the bench, the R-CNN second stage and export all call :fu
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from .models import build_model, load_inception_v3_weights
 from .pretrained import resolve as resolve_weights
 from .runtime import crop_size, geometry_from_config, input_size, memory_format, resolve_device
 
-__all__ = ["build_model_from_config", "load_weights", "LoadedModel", "load_model", "checkpoint_config"]
+__all__ = ["build_model_from_config", "check_start_weights", "load_weights", "LoadedModel", "load_model", "checkpoint_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,30 @@ def build_model_from_config(cfg: Config, num_classes: int, *, pretrained: bool =
     """``lowres.build_model`` with the config's stem/width/depth/head in its memory format, from the ImageNet
     weights of ``model.weights`` when ``pretrained`` (False: fresh weights, as the bench's cost columns need)."""
     m = cfg.model
-    model = build_model(m.stem, num_classes, width=m.width, min_depth=m.min_depth, aux_logits=m.aux_logits,
-                        dropout=m.dropout)
+    model = _network(cfg, num_classes)
     if pretrained and m.weights:
         report = load_inception_v3_weights(model, _start_weights(resolve_weights(m.weights)), skip_classifier=True)
         logger.info(f"weights: {m.weights}: {report.summary()}")
     return model.to(memory_format=torch.channels_last) if m.channels_last else model
+
+
+def _network(cfg: Config, num_classes: int) -> nn.Module:
+    m = cfg.model
+    return build_model(m.stem, num_classes, width=m.width, min_depth=m.min_depth, aux_logits=m.aux_logits,
+                       dropout=m.dropout)
+
+
+def check_start_weights(cfg: Config) -> None:
+    """Read ``model.weights`` and fit it to the config's network on the meta device (shapes only: no memory,
+    no random draws), so a missing, wrong, corrupt or other-width file is refused before any data work; the
+    model itself is built once the data has given the class count."""
+    if not cfg.model.weights:
+        return
+    with torch.device("meta"):
+        model = _network(cfg, num_classes=1)
+    with warnings.catch_warnings():  # copying into meta tensors is the no-op wanted here
+        warnings.filterwarnings("ignore", message=".*non-meta parameter.*")
+        load_inception_v3_weights(model, _start_weights(resolve_weights(cfg.model.weights)), skip_classifier=True)
 
 
 def _start_weights(path: Path) -> Any:

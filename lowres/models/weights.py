@@ -10,7 +10,6 @@ classifier and the auxiliary head keep their initial values and are reported.
 """
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import zipfile
@@ -24,8 +23,6 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .tf_graph import GraphError, graph_state_dict, is_graph_archive, read_graph
-
-log = logging.getLogger(__name__)
 
 # Wrappers that training scripts put around a state dict (timm, torchvision references, lightning).
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
@@ -141,7 +138,7 @@ def load_inception_v3_weights(
 
     Shapes must agree (same width); a classifier of another size (``fc``, ``AuxLogits.fc``) is an error
     unless ``skip_classifier`` is set, in which case it keeps its initial values and is reported.
-    Returns a ``LoadReport``; the same summary is logged.
+    Returns a ``LoadReport`` (its ``summary()`` is what callers log: the builder does).
     """
     name = str(source) if isinstance(source, (str, os.PathLike)) else "the given state dict"
     if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and is_graph_archive(source):
@@ -164,7 +161,6 @@ def load_inception_v3_weights(
         new_state[key] = src.to(dtype=value.dtype)
         report.loaded.append(key)
     model.load_state_dict(new_state, strict=False)
-    log.info("%s: %s", name, report.summary())
     return report
 
 
@@ -183,6 +179,4 @@ def load_tf_graph(model: nn.Module, path: str | os.PathLike) -> LoadReport:
         raise WeightsError(str(exc)) from None
     model.load_state_dict({k: v.to(dtype=target[k].dtype) for k, v in state.items()}, strict=False)
     kept = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
-    report = LoadReport(loaded=sorted(state), kept_initial=kept)
-    log.info("%s: %s", name, report.summary())
-    return report
+    return LoadReport(loaded=sorted(state), kept_initial=kept)

@@ -24,6 +24,7 @@ import torch
 from .._atomic import atomic_write_json, remove_stale_temporaries
 from .._console import log_to_file
 from .._lock import folder_lock
+from ..builder import check_start_weights
 from ..checkpoint import load_checkpoint
 from ..config import Config, save_config
 from ..errors import CheckpointError, FolderLockedError
@@ -32,6 +33,7 @@ from .data import load_split_data, resolve_data_dir
 from .distributed import DistEnv, broadcast_object, cleanup_distributed, setup_distributed
 from .hooks import CheckpointHook, MonitorHook, stop_on_interrupt
 from .monitor import LOG_FILE, RunMonitor
+from .state import check_compatible
 from .trainer import Trainer
 
 __all__ = ["train", "check_run_folder"]
@@ -63,15 +65,27 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             if key in flat[0] and flat[0][key] != value]
 
 
-def _resume(trainer: Trainer, out: Path, resume: Resume) -> None:
-    """Continue ``out/last.pt`` when asked to and there is one, saying what was found and what changed."""
+def _check_before_data(cfg: Config, out: Path, resume: Resume, env: DistEnv) -> dict[str, Any] | None:
+    """What can be refused in seconds is refused before minutes of crop caching or decoding: the start
+    weights (read and fitted on the meta device) and the checkpoint to resume (another stem, width or head).
+    Returns that checkpoint (read once), or None when the run starts fresh."""
+    check_start_weights(cfg)
     last = out / "last.pt"
     if not (resume and last.is_file()):
         if resume is True:  # asked for by the user (--resume): a run that died before its first checkpoint
             logger.info(f"--resume: {out} holds no checkpoint yet (the run stopped before its first one); "
                         "starting it from scratch")
+        return None
+    state = load_checkpoint(last, map_location=env.device, purpose="resume")
+    check_compatible(state, cfg.to_dict(), None, path=last)  # the class set is checked once the data is read
+    return state
+
+
+def _resume(trainer: Trainer, out: Path, state: dict[str, Any] | None) -> None:
+    """Continue from ``state`` (``out/last.pt``), saying what was found and what changed."""
+    if state is None:
         return
-    state = load_checkpoint(last, map_location=trainer.env.device, purpose="resume")
+    last = out / "last.pt"
     if trainer.env.is_main:
         logger.info(f"resumed from {last}: {state['epoch']} epoch(s) and {state['global_step']} step(s) done")
         changed = _changed_keys(state["config"], trainer.cfg.to_dict())
@@ -186,13 +200,14 @@ def check_run_folder(out: Path, resume: Resume) -> None:
 def _train(cfg: Config, out: Path, env: DistEnv, monitor: RunMonitor, *, resume: Resume, progress: bool,
            command: str | None, return_model: bool) -> dict[str, Any]:
     """The body of :func:`train` inside the run folder's lock: data, trainer, resume, the epochs, the summary."""
+    state = _check_before_data(cfg, out, resume, env)
     data_dir = resolve_data_dir(cfg, env=env)
     train_data = load_split_data(data_dir, cfg.data.train_split, cfg, train=True, env=env)
     val_data = load_split_data(data_dir, cfg.data.val_split, cfg, train=False, env=env,
                                category_map=train_data.category_map)
     trainer = Trainer(cfg, env, train_data, val_data,
                       hooks=[MonitorHook(monitor, progress), CheckpointHook(out, monitor)])
-    _resume(trainer, out, resume)
+    _resume(trainer, out, state)
     _record_provenance(trainer, out, data_dir, command)
     monitor.start(steps_per_epoch=trainer.steps_per_epoch, resume_step=trainer.global_step,
                   epochs_done=trainer.epoch)

@@ -15,7 +15,7 @@ from lowres.training.data import load_split_data
 from lowres.device_transforms import model_inputs
 from lowres.training.distributed import DistEnv
 from lowres.training.recipe import build_optimizer, inception_loss
-from lowres.training.run import _resume, check_run_folder, train
+from lowres.training.run import _check_before_data, check_run_folder, train
 
 
 EPOCH_KEYS = {"epoch", "step", "train_loss", "train_acc", "lr", "images_per_s", "seconds", "val_top1", "val_top5"}
@@ -55,7 +55,7 @@ def test_loss_goes_down_on_a_repeated_batch(stem, coco_mini, tiny_config):
     assert min(losses[-3:]) < losses[0] * 0.8, losses
 
 
-def test_cli_train_on_synthetic_then_resume_checks(cache_root, tmp_path):
+def test_cli_train_on_synthetic_then_resume_checks(cache_root, tmp_path, monkeypatch):
     out = tmp_path / "run"
     args = ["train", "--stem", "79", "--config", "smoke", "--set", f"data.cache_dir={cache_root}",
             "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=2", "--set", "eval.bootstrap=10",
@@ -68,9 +68,20 @@ def test_cli_train_on_synthetic_then_resume_checks(cache_root, tmp_path):
     assert again.exit_code != 0 and "--resume" in again.output
     finished = CliRunner().invoke(main, ["train", "--out", str(out), "--resume", "--no-progress"])
     assert finished.exit_code == 0, finished.output  # config.yaml of the run is reused; nothing left to train
+
+    def no_data_work(*args, **kwargs):
+        raise AssertionError("data read before the cheap checks")
+
+    monkeypatch.setattr("lowres.training.run.load_split_data", no_data_work)  # refused before any crop caching
     other = CliRunner().invoke(main, [*args[:2], "151", *args[3:], "--resume", "--set", "model.width=0.25"])
     assert other.exit_code != 0
     assert "model.stem: checkpoint 79, this run 151" in other.output and "model.width" in other.output
+    not_weights = tmp_path / "README.md"
+    not_weights.write_text("# not weights\n")
+    bad = CliRunner().invoke(main, [*args[:-3], "--set", f"model.weights={not_weights}",
+                                    "--out", str(tmp_path / "weights"), "--no-progress"])
+    assert bad.exit_code == 1 and "README.md is not a weights file" in bad.output, bad.output
+    assert not (tmp_path / "weights").exists()
 
 
 def test_incompatible_class_set_is_an_error(tiny_config, tmp_path, coco_mini):
@@ -115,6 +126,7 @@ def test_resume_modes(tmp_path, resume, has_run, outcome, caplog):
         return
     caplog.set_level(logging.INFO, logger="lowres")
     check_run_folder(tmp_path, resume)
-    _resume(SimpleNamespace(), tmp_path, resume)  # no last.pt: nothing of the trainer is touched
+    no_weights = SimpleNamespace(model=SimpleNamespace(weights=None))
+    assert _check_before_data(no_weights, tmp_path, resume, None) is None  # no last.pt: a fresh start
     notes = [r.getMessage() for r in caplog.records]
     assert (len(notes) == 1 and "no checkpoint yet" in notes[0]) == (outcome == "note"), notes
