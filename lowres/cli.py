@@ -35,8 +35,6 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
     """Per stem: input, grid sizes, parameters and forward GFLOPs, measured from the model."""
     from .models.profile import stem_table
 
-    click.echo(f"measuring 3 stems at width {width:g} (FLOPs are counted by running each model once; "
-               "up to a minute on a CPU at width 1.0) ...", err=True)
     rows = stem_table(width=width, min_depth=min_depth, num_classes=num_classes)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
