@@ -22,7 +22,6 @@ from detection_bridge.records import CategoryMap
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config
-from .errors import NotACheckpointError
 from .models import build_model, load_inception_v3_weights
 from .pretrained import resolve as resolve_weights
 from .runtime import crop_size, geometry_from_config, input_size, memory_format, resolve_device
@@ -38,7 +37,7 @@ def build_model_from_config(cfg: Config, num_classes: int, *, pretrained: bool =
     m = cfg.model
     model = _network(cfg, num_classes)
     if pretrained and m.weights:
-        report = load_inception_v3_weights(model, _start_weights(resolve_weights(m.weights)), skip_classifier=True)
+        report = load_inception_v3_weights(model, resolve_weights(m.weights), skip_classifier=True)
         logger.info(f"weights: {m.weights}: {report.summary()}")
     return model.to(memory_format=torch.channels_last) if m.channels_last else model
 
@@ -59,18 +58,7 @@ def check_start_weights(cfg: Config) -> None:
         model = _network(cfg, num_classes=1)
     with warnings.catch_warnings():  # copying into meta tensors is the no-op wanted here
         warnings.filterwarnings("ignore", message=".*non-meta parameter.*")
-        load_inception_v3_weights(model, _start_weights(resolve_weights(cfg.model.weights)), skip_classifier=True)
-
-
-def _start_weights(path: Path) -> Any:
-    """``model.weights``: a lowres checkpoint is read by :func:`lowres.checkpoint.load_checkpoint` (the one
-    reader of them: checksum verified) and gives its EMA weights, the ones it was evaluated with; any other
-    file (torchvision, timm, TF's graph) goes to the weights reader as it is."""
-    try:
-        state = load_checkpoint(path)
-    except NotACheckpointError:
-        return path
-    return state["ema"]["module"] if state.get("ema") else state["model"]
+        load_inception_v3_weights(model, resolve_weights(cfg.model.weights), skip_classifier=True)
 
 
 def load_weights(model: nn.Module, weights: dict[str, Any], path: str | Path) -> None:

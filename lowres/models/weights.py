@@ -1,5 +1,5 @@
-"""Load torchvision or timm Inception-v3 weights, TF's 2015 ImageNet graph, or a ``lowres train`` checkpoint, into
-any of the three stems.
+"""Load torchvision or timm Inception-v3 weights, TF's 2015 ImageNet graph, or a ``lowres train`` checkpoint (its EMA
+weights, read by :mod:`lowres.checkpoint`), into any of the three stems.
 
 Stride and pooling change no parameter shape, so an ImageNet state dict fits the 79, 151 and 299 stems
 alike. Keys must match exactly, except for what the source cannot have: the "BN-auxiliary" layer
@@ -21,7 +21,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..checkpoint import load_checkpoint
+from ..errors import InputError, NotACheckpointError
 from .tf_graph import GraphError, graph_state_dict, is_graph_archive, read_graph
 
 # Wrappers that training scripts put around a state dict (timm, torchvision references, lightning).
@@ -71,9 +72,6 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
         source = _read_file(path)
     if not isinstance(source, Mapping):
         raise WeightsError(f"{name}: expected a state dict (a mapping of names to tensors), got {type(source).__name__}")
-    ema = source.get("ema")
-    if isinstance(ema, Mapping) and isinstance(ema.get("module"), Mapping):
-        source = ema["module"]  # a `lowres train` checkpoint: its EMA weights, the ones it was evaluated with
     for key in _WRAPPER_KEYS:
         if key in source and isinstance(source[key], Mapping):
             source = source[key]
@@ -87,7 +85,14 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
 
 
 def _read_file(path: Path) -> Any:
-    """``torch.load(weights_only=True)``, or safetensors; a file of another kind is one line saying what it is."""
+    """A ``lowres train`` checkpoint through :func:`lowres.checkpoint.load_checkpoint` (the one reader of them:
+    checksum verified), giving its EMA weights, the ones it was evaluated with; else ``torch.load(weights_only=
+    True)``, or safetensors; a file of another kind is one line saying what it is."""
+    try:
+        state = load_checkpoint(path)
+        return state["ema"]["module"] if state.get("ema") else state["model"]
+    except NotACheckpointError:
+        pass  # torchvision, timm, safetensors: read below
     if path.suffix == _SAFETENSORS_SUFFIX:
         try:
             from safetensors.torch import load_file

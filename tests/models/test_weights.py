@@ -94,3 +94,22 @@ def test_safetensors_file(tmp_path: Path) -> None:
     else:
         with pytest.raises(WeightsError, match="not an Inception-v3 state dict"):
             load_inception_v3_weights(build_model(79, width=0.125, min_depth=8), path)
+
+
+def test_a_lowres_checkpoint_gives_its_ema_weights_checksum_verified(trained_checkpoint: Path, tmp_path: Path) -> None:
+    """A ``lowres train`` checkpoint passed as weights is read by lowres.checkpoint (the one reader of them), so
+    its checksum is verified: an edited copy is refused rather than loaded."""
+    from lowres.builder import build_model_from_config, checkpoint_config
+    from lowres.checkpoint import load_checkpoint
+    from lowres.errors import CheckpointError
+
+    state = load_checkpoint(trained_checkpoint)
+    model = build_model_from_config(checkpoint_config(state, trained_checkpoint), 9, pretrained=False)
+    load_inception_v3_weights(model, trained_checkpoint)
+    ema = state["ema"]["module"]
+    assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
+    ema["fc.bias"] = ema["fc.bias"] + 1.0  # an edit that keeps the archive valid but not its checksum
+    edited = tmp_path / "edited.pt"
+    torch.save(state, edited)
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_inception_v3_weights(model, edited)
