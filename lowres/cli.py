@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from ._cli_guard import GuardedGroup, writable_dir, writable_file
+from .models.stems import STEMS
 
 
 @click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,7 +160,7 @@ def _train_presets_help() -> str:
 
 
 @main.command()
-@click.option("--stem", type=click.Choice(["79", "151", "299"]), default=None,
+@click.option("--stem", type=click.Choice([str(s) for s in sorted(STEMS)]), default=None,
               help="Stem / input size (overrides the config's model.stem).")
 @click.option("--config", "config_file", default=None, help=_train_presets_help())
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

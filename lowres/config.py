@@ -18,6 +18,7 @@ from typing import Any, Literal, Optional
 
 from .config_checks import (ARCHITECTURE, NON_NEGATIVE, POSITIVE, RUNTIME, UNIT, ConfigError, Range, check_ranges,
                             check_value, key)
+from .models.stems import StemSize
 
 __all__ = [
     "ConfigError", "Config", "ModelConfig", "DataConfig", "CropConfig", "AugmentConfig", "OptimConfig",
@@ -37,7 +38,7 @@ AT_LEAST_ONE = Range(1, text=">= 1")
 
 @dataclass
 class ModelConfig:
-    stem: Literal[79, 151, 299] = key(79, kind=ARCHITECTURE)  # input size = stem variant (paper section 9, Table 2)
+    stem: StemSize = key(79, kind=ARCHITECTURE)  # input size = stem variant (paper section 9, Table 2)
     # channel multiplier, TF-slim's depth_multiplier; 1.0 is the paper's network
     width: float = key(1.0, check=POSITIVE, kind=ARCHITECTURE)
     # floor on every conv's channel count (TF-slim's default)
@@ -180,8 +181,8 @@ class TrainConfig:
     # frozen: the trunk's batch norms keep the statistics they start with (model.weights'; detectron2's FrozenBN for
     # fine-tuning with small batches); their scale and shift train
     bn_stats: Literal["running", "frozen"] = key("running", added=ADDED)
-    # torch.compile the model's forward (timm's --torchcompile): faster steps after a first step that compiles (~40
-    # s at width 1.0 on 2 CPU cores); same weights and files
+    # torch.compile the model's forward (timm's --torchcompile): faster steps after a first step that compiles
+    # (README: how long); same weights and files
     compile: bool = key(False, kind=RUNTIME, added=ADDED)
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_path
+from ..models.stems import STEMS
 from ..training.monitor import epoch_series, read_scalars
 from .report import bucket_names, has_size_buckets
 
 __all__ = ["write_plots", "run_curves"]
 
-_MARKERS = {"299": "o", "151": "o", "79": "o", "naive-79": "v", "upsample-79": "^"}
+_MARKERS = {"naive-79": "v", "upsample-79": "^"}  # the stems: "o"
 _OFFSET = {"naive-79": -6, "upsample-79": 6}  # px, so the three 79 px points do not hide each other
 
 
@@ -51,7 +52,7 @@ def _top1_vs_input(report: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     fig, (ax, paper_ax) = plt.subplots(1, 2, figsize=(10, 4), sharey=True, gridspec_kw={"width_ratios": [3, 2]})
     rows = {r["variant"]: r for r in report["rows"]}
-    stems = [n for n in ("79", "151", "299") if n in rows]
+    stems = [str(s) for s in sorted(STEMS) if str(s) in rows]
     if stems:
         ax.plot([rows[n]["crop"] for n in stems], [100 * rows[n]["top1"] for n in stems], "-", color="C0", alpha=0.5)
     for i, (name, r) in enumerate(rows.items()):
@@ -62,7 +63,7 @@ def _top1_vs_input(report: dict[str, Any], path: Path) -> None:
     _floor_line(ax, report)
     ax.set(xlabel="crop side (px, from the original pixels)", ylabel="top-1 (%)", ylim=(0, 100),
            title=f"ours: {report['data']['num_val']:,} validation crops, 95% CI")
-    ax.set_xticks([79, 151, 299])
+    ax.set_xticks(sorted(STEMS))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     paper = report["paper_table2"]

@@ -8,6 +8,7 @@ the same trunk, so the three networks share every parameter shape and cost almos
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ STEMS: dict[int, StemSpec] = {
     151: StemSpec(151, first_stride=1, first_pool=True),
     79: StemSpec(79, first_stride=1, first_pool=False),
 }
+StemSize = Literal[tuple(sorted(STEMS))]  # type: ignore[valid-type]  # the config's model.stem: one of STEMS
 
 
 def get_stem(stem: int) -> StemSpec:
