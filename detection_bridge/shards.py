@@ -7,9 +7,8 @@ Two storages, chosen per cache (see :func:`choose_storage`):
   data on CPU.
 * ``jpeg``: ``shard-NNNNN.jpgs``, the crops JPEG-encoded (quality 90, 4:2:0) and concatenated, with
   their byte offsets in the cache's locator: the WebDataset idea (compressed samples in large sequential
-  shards) without tar headers, which nothing here would read. Measured on coco-mini (see the README):
-  3.2 / 7.9 / 20.7 kB per crop, decoded in 0.13 / 0.23 / 0.9 ms, mean absolute error 2.4 / 1.7 / 1.2
-  levels of 255 -- the size of JPEG draft mode's own tolerance.
+  shards) without tar headers, which nothing here would read. Its size per crop, decoding time and error
+  (about JPEG draft mode's own tolerance) are measured on coco-mini in the README.
 
 Writes go through ``file.write``, never a memory-mapped sparse file, so a full disk is an ``OSError``
 (ENOSPC) turned into a :class:`CacheError` naming the shard, not a SIGBUS. Each shard is written to a
