@@ -290,9 +290,10 @@ def gt_records(coco: COCO, images: ImageIndex, cmap: CategoryMap, min_size: floa
 
 
 def load_detections(path: Path, images: ImageIndex, bad_images: set[int], category_ids: set[int],
-                    policy: ErrorPolicy, filtered: Counter) -> dict[int, list[Detection]]:
+                    policy: ErrorPolicy, filtered: Counter, *, split: str = "?") -> dict[int, list[Detection]]:
     """Valid detections (:func:`~detection_bridge.results.read_results`) on known images and categories, whose
-    box can be cut from its image, grouped by image id."""
+    box can be cut from its image, grouped by image id. ``split``: named when a detection's image is not in the
+    ground truth (the usual cause: another split's detections file)."""
     kept = []
     for d in read_results(path, policy):
         if d.image_id in bad_images:
@@ -301,7 +302,8 @@ def load_detections(path: Path, images: ImageIndex, bad_images: set[int], catego
         where = (str(path), f"detection #{d.index}")
         try:
             if d.image_id not in images:
-                raise AnnotationError(*where, "unknown_image", f"image_id {d.image_id} is not in the ground truth")
+                raise AnnotationError(*where, "unknown_image", f"image_id {d.image_id} is not in the ground truth of split "
+                                      f"{split!r}: are these another split's detections?")
             if d.category_id not in category_ids:
                 raise AnnotationError(*where, "unknown_category",
                                       f"category_id {d.category_id} is not in 'categories'")
@@ -378,7 +380,8 @@ def load_split(data_dir: str | os.PathLike | None = None, split: str = "train",
     gt = gt_records(coco, imgs, cmap, o.min_size, filtered) if o.boxes != "detections" or o.jitter else []
     records = list(gt) if o.boxes != "detections" else []
     if o.boxes != "gt":
-        by_image = load_detections(paths.detections, imgs, bad, set(cmap.category_ids), policy, filtered)
+        by_image = load_detections(paths.detections, imgs, bad, set(cmap.category_ids), policy, filtered,
+                                   split=split)
         detected = detection_records(coco, imgs, by_image, cmap, o.match_params(), o.min_size, filtered)
         background = [r for r in detected if r.category_id == BACKGROUND_CATEGORY_ID]
         records += detected + background * o.background_copies

@@ -60,8 +60,8 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
 
     from detection_bridge.errors import ExpectedError
 
-    if isinstance(exc, ExpectedError):
-        return str(exc), exc.exit_code
+    if isinstance(exc, ExpectedError):  # with the context callers added on the way (exception notes)
+        return "\n  ".join([str(exc), *getattr(exc, "__notes__", [])]), exc.exit_code
     if isinstance(exc, OSError):
         return _os_message(exc), 1
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):

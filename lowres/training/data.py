@@ -22,6 +22,7 @@ from detection_bridge.boxes import stored_size
 from detection_bridge.cache import BuildOptions, CacheSpec, build_cache, open_cache
 from detection_bridge.coco import SplitOptions, load_split
 from detection_bridge.color import ColorJitter
+from detection_bridge.errors import AnnotationError
 from detection_bridge.dataset import CropDataset
 from detection_bridge.imagecrops import ImageFolderDataset, decoded_bytes_estimate, open_or_build_decoded
 from detection_bridge.imagefolder import detect_layout, load_imagefolder_split
@@ -96,8 +97,13 @@ def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env
     if detect_layout(data_dir) == "imagefolder":
         return _load_imagefolder_split(data_dir, split, cfg, train=train, env=env, category_map=category_map)
     d = cfg.data
-    crop_set = load_split(data_dir, split, split_options(cfg, train=train),
-                          detections_file=d.detections_file)
+    try:
+        crop_set = load_split(data_dir, split, split_options(cfg, train=train), detections_file=d.detections_file)
+    except AnnotationError as exc:  # the bridge names the file and the record; the key that chose the file is ours
+        if exc.reason == "unknown_image" and d.detections_file:
+            exc.add_note(f"data.detections_file = {d.detections_file!r} chose that file for split {split!r}: "
+                         "name one per split with '{split}' in it (detections/NAME_{split}.json)")
+        raise
     if category_map is not None and crop_set.category_map != category_map:
         raise InputError(f"split {split!r} of {data_dir} has another category map than the model's "
                          f"({crop_set.category_map.num_classes} vs {category_map.num_classes} classes)")

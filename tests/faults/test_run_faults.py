@@ -219,6 +219,17 @@ def test_resume_says_what_it_found_and_what_changed(run_copy):
     assert "eval.bootstrap 10 -> 20" in finished.output
 
 
+def test_another_split_s_detections_name_the_key_and_the_split(fault_cache, tmp_path):
+    """The val split's detections given for training: the bridge's reason code, the split, and the config key
+    that chose the file (with the per-split pattern to use instead)."""
+    val_file = "detections/synthetic_val.json"  # relative: found in the (synthetic) data folder
+    result = CliRunner().invoke(main, _cli_args([f"data.cache_dir={fault_cache}", "data.boxes=detections",
+                                                 f"data.detections_file={val_file}"], tmp_path / "run"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "[unknown_image]" in result.output and "split 'train'" in result.output
+    assert f"data.detections_file = '{val_file}'" in result.output and "{split}" in result.output
+
+
 def test_a_run_failing_before_training_leaves_no_folder(fault_cache, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, _cli_args([f"data.cache_dir={fault_cache}", "data.boxes=detections",
