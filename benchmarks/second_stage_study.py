@@ -27,6 +27,7 @@ import torch
 
 from detection_bridge.coco import SplitOptions, load_split
 from lowres._atomic import atomic_write_json, atomic_write_text
+from lowres._console import setup_console
 from lowres.rcnn import SecondStage, StageOptions
 from lowres.rcnn.calibrate import crossfit_fusion, describe, fit_fusion
 from lowres.rcnn.files import classify_results, coco_bbox_metrics, load_results, split_ground_truth
@@ -73,7 +74,7 @@ def measure(args: argparse.Namespace) -> None:
     print(f"{args.detector}: classified {len(val.detections)} val boxes in {val_s:.0f} s, "
           f"{len(train.detections)} train boxes in {train_s:.0f} s", file=sys.stderr)
     on_train = fit_fusion(train, coco_train)
-    crossfit, crossfit_report = crossfit_fusion(val, coco_val, folds=args.folds, progress=print)
+    crossfit, crossfit_report = crossfit_fusion(val, coco_val, folds=args.folds)
     fused = {"detector": [d.to_result() for d in val.detections],
              "product": val.fused(Fusion.rule("product"))[0],
              "product-small": val.fused(Fusion.rule("product", max_area="small"))[0],
@@ -169,6 +170,7 @@ def main() -> None:
     r = sub.add_parser("report")
     r.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    setup_console()  # the library's notes (each cross-fit fold's rules) on stderr, as the CLI shows them
     args.out.mkdir(parents=True, exist_ok=True)
     (measure if args.verb == "measure" else report)(args)
 

@@ -105,7 +105,7 @@ def rescore(checkpoint: str, detections: str, data: str | None, split: str, imag
     stage = SecondStage.from_loaded(loaded, dev, StageOptions(chunk_size=chunk_size, precision=precision,
                                                               compile=compile_))
     options = RescoreOptions(background_threshold=threshold, batch_images=batch_images,
-                             on_unknown="skip" if skip_unknown else "raise", label_map=mapping, report=click.echo)
+                             on_unknown="skip" if skip_unknown else "raise", label_map=mapping)
     calibration = Calibration(checkpoint, detections, data=data, split=calibrate_split,
                               detections_file=calibrate_detections, params_out=fusion_params)
     with progress_bar(not no_progress and "auto" in fusion, desc="calibrate", unit="img") as bar:

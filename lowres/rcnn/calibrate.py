@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ __all__ = ["Grid", "Calibration", "fit_fusion", "crossfit_fusion", "calibrate_fi
            "describe", "rescore_fusions"]
 
 _COCO_BANDS = (("small", SIZE_THRESHOLDS["small"]), ("medium", SIZE_THRESHOLDS["medium"]), ("large", math.inf))
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,15 +69,15 @@ def size_bands(max_area: float | str | None = None) -> list[tuple[str, float]]:
 
 
 def fit_fusion(classified: ClassifiedResults, coco_gt: Any, *, grid: Grid = Grid(),
-               max_area: float | str | None = None, progress: Callable[[str], None] | None = None,
-               image_ids: Sequence[int] | None = None) -> Fusion:
+               max_area: float | str | None = None, image_ids: Sequence[int] | None = None) -> Fusion:
     """The rule per size band with the best COCO AP of ``classified`` against ``coco_gt`` (module docstring),
     over ``image_ids`` alone when given (a cross-fitting fold), else every ground-truth image.
 
     The returned :class:`Fusion` is named ``auto``; its ``report`` holds the calibration's metrics
     (``before``: the detector alone, ``fitted``), each band's AP before and after, the grid and the number of
-    rules evaluated.
+    rules evaluated. What was chosen per band is logged (a cross-fitting fold's at DEBUG: its fold line says it).
     """
+    say = logger.info if image_ids is None else logger.debug
     bands = size_bands(max_area)
     names, bounds = [name for name, _ in bands], [bound for _, bound in bands]
     background = classified.background_label is not None
@@ -96,17 +99,16 @@ def fit_fusion(classified: ClassifiedResults, coco_gt: Any, *, grid: Grid = Grid
         chosen.append(_fit_band(band_ap, grid, background))
         evaluated += len(cache)
         per_band[names[i]] = {"before": band_ap(DETECTOR), "fitted": band_ap(chosen[-1]), "rule": _describe(chosen[-1])}
-        if progress is not None:
-            progress(f"{names[i]}: best rule for the band alone: {per_band[names[i]]['rule']} (AP of the band "
-                     f"{per_band[names[i]]['before']:.4f} -> {per_band[names[i]]['fitted']:.4f})")
+        say(f"{names[i]}: best rule for the band alone: {per_band[names[i]]['rule']} (AP of the band "
+            f"{per_band[names[i]]['before']:.4f} -> {per_band[names[i]]['fitted']:.4f})")
     rules = _best_subset(lambda r: coco_ap(coco_gt, classified.fused(_fusion(names, bounds, r))[0], None, image_ids),
                          chosen)
     fitted = _fusion(names, bounds, rules)
     for i, name in enumerate(names):
         if name in per_band:
             per_band[name]["kept"] = rules[i] != DETECTOR  # False: the overall AP preferred the detector here
-            if progress is not None and not per_band[name]["kept"] and chosen[i] != DETECTOR:
-                progress(f"{name}: not kept: over all bands together the detector alone scores the better AP there")
+            if not per_band[name]["kept"] and chosen[i] != DETECTOR:
+                say(f"{name}: not kept: over all bands together the detector alone scores the better AP there")
     report = {"metric": "COCO bbox AP (pycocotools COCOeval): each band by its own AP, the set of bands by AP",
               "before": coco_bbox_metrics(coco_gt, classified.fused(_fusion(names, bounds, alone))[0], image_ids),
               "fitted": coco_bbox_metrics(coco_gt, classified.fused(fitted)[0], image_ids), "bands": per_band,
@@ -115,8 +117,8 @@ def fit_fusion(classified: ClassifiedResults, coco_gt: Any, *, grid: Grid = Grid
 
 
 def crossfit_fusion(classified: ClassifiedResults, coco_gt: Any, *, folds: int = 5, seed: int = 0,
-                    grid: Grid = Grid(), max_area: float | str | None = None,
-                    progress: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                    grid: Grid = Grid(), max_area: float | str | None = None
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``auto`` fitted on the evaluated split itself without seeing the boxes it scores (K-fold cross-fitting).
 
     The split's ground-truth images are dealt into ``folds`` folds (shuffled with ``seed``); each fold's boxes are
@@ -141,9 +143,8 @@ def crossfit_fusion(classified: ClassifiedResults, coco_gt: Any, *, folds: int =
         rules = {band.name: _describe(band.params) for band in fitted.bands}
         report["per_fold"].append({"images": len(held), "rules": rules, "fit_AP_before": fitted.report["before"]["AP"],
                                    "fit_AP_after": fitted.report["fitted"]["AP"]})
-        if progress is not None:
-            progress(f"cross-fit fold {f + 1}/{folds} ({len(held)} images): " + "; ".join(
-                f"{name} {rule}" for name, rule in rules.items()))
+        logger.info(f"cross-fit fold {f + 1}/{folds} ({len(held)} images): " + "; ".join(
+            f"{name} {rule}" for name, rule in rules.items()))
     return results, report
 
 
@@ -240,7 +241,7 @@ def calibrate_file(stage: SecondStage, detections: str | os.PathLike, *, data: s
                                   on_unknown=options.on_unknown, where=str(detections), progress=options.progress)
     if not classified.detections:
         raise InputError(f"{detections}: none of its detections is for an image of split {split!r}")
-    fusion = fit_fusion(classified, coco, grid=grid, max_area=max_area, progress=options.report)
+    fusion = fit_fusion(classified, coco, grid=grid, max_area=max_area)
     info = {"split": split, "detections": str(detections), "data": str(data), **(fusion.report or {})}
     return dataclasses.replace(fusion, report=info)
 
@@ -263,11 +264,11 @@ def rescore_fusions(stage: SecondStage, names: Sequence[str], calibration: Calib
                     max_area: float | str | None = None, options: RescoreOptions = RescoreOptions()
                     ) -> dict[str, Fusion]:
     """The fusions ``lowres rescore`` applies, by output name (``all``: the named rules), each gated by
-    ``max_area``; ``auto`` fitted as ``calibration`` says; ``options.report`` gets what was fitted, in words."""
+    ``max_area``; ``auto`` fitted as ``calibration`` says (what was fitted is logged, in words)."""
     parse_max_area(max_area)  # a bad gate fails before anything slow
     wanted = list(dict.fromkeys(r for name in names for r in (FUSIONS if name == "all" else (name,))))
     fusions = {}
-    c, report = calibration, options.report
+    c = calibration
     for name in wanted:
         if name != "auto":
             fusion = Fusion.rule(name, background_threshold=options.background_threshold, max_area=max_area)
@@ -279,9 +280,8 @@ def rescore_fusions(stage: SecondStage, names: Sequence[str], calibration: Calib
             c.detections, c.split)
         fusion = calibrate_file(stage, source, data=c.data, split=c.split, max_area=max_area, options=options)
         path = fusion.save(c.params_out if c.params_out is not None else fusion_params_path(c.checkpoint, source))
-        if report is not None:
-            before, fitted = fusion.report["before"]["AP"], fusion.report["fitted"]["AP"]
-            report(f"auto, fitted on {c.split} ({source}): AP there {before:.4f} -> {fitted:.4f}; parameters: "
-                   f"{path}\n{describe(fusion)}")
+        before, fitted = fusion.report["before"]["AP"], fusion.report["fitted"]["AP"]
+        logger.info(f"auto, fitted on {c.split} ({source}): AP there {before:.4f} -> {fitted:.4f}; parameters: "
+                    f"{path}\n{describe(fusion)}")
         fusions["auto"] = fusion
     return fusions

@@ -53,15 +53,14 @@ class RescoreOptions:
     """How a detections file is classified and fused, whatever the rule: ``background_threshold`` (drop a box
     whose background probability exceeds it; None keeps every box), ``batch_images`` decoded and classified
     together, ``on_unknown`` (``raise`` or ``skip`` detections of image ids with no image), ``label_map``
-    (detector label -> COCO category id, :func:`load_label_map`; None: the file holds COCO ids), ``progress``
-    (called with the images done) and ``report`` (what was fitted, in words)."""
+    (detector label -> COCO category id, :func:`load_label_map`; None: the file holds COCO ids) and ``progress``
+    (called with the images done, for a progress bar; what was fitted is logged)."""
 
     background_threshold: float | None = 0.5
     batch_images: int = 8
     on_unknown: str = "raise"
     label_map: dict[int, int | None] | None = None
     progress: Callable[[int], None] | None = None
-    report: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -341,7 +340,7 @@ def rescore_file(stage: SecondStage, detections: str | os.PathLike, out: str | o
             raise InputError(f"--crossfit fits on the evaluated split's ground truth: split {source.split!r} has none")
         from .calibrate import crossfit_fusion  # calibrate imports this module
 
-        whole_set["auto_crossfit"] = lambda c: crossfit_fusion(c, coco, folds=crossfit, progress=options.report)[0]
+        whole_set["auto_crossfit"] = lambda c: crossfit_fusion(c, coco, folds=crossfit)[0]
     rescored = rescore_results(stage, results, index, fusions, options, where=str(detections), whole_set=whole_set)
     written = {}
     for rule, path in fusion_output_paths(out, list(rescored.by_fusion)).items():
