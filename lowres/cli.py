@@ -55,26 +55,35 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
 @click.option("--data", type=click.Path(file_okay=False), default=None,
               help="Folder in the coco-mini layout; default: the embedded synthetic set.")
 @click.option("--split", default="train", show_default=True)
-@click.option("--size", type=click.IntRange(min=8), default=79, show_default=True, help="Crop side in pixels.")
+@click.option("--size", type=click.IntRange(min=8), default=79, show_default=True,
+              help="Crop side in pixels (crop.size).")
 @click.option("--detections", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="COCO results JSON: crop detector boxes, labelled by IoU with the ground truth.")
+              help="COCO results JSON: crop detector boxes, labelled by IoU with the ground truth (data.boxes: "
+                   "detections, unless --set data.boxes=both).")
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Instances JSON (instead of --data).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="Image folder (instead of --data).")
-@click.option("--background", is_flag=True, help="Detector boxes with IoU < 0.3 become a background class.")
-@click.option("--min-size", type=float, default=1.0, show_default=True, help="Skip boxes with a shorter side.")
-@click.option("--score-threshold", type=float, default=None, help="Drop detector boxes scoring below this.")
-@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Keep at most K detector boxes per image.")
-@click.option("--jitter", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Add N jittered copies (IoU >= 0.7) of every ground-truth box.")
-@click.option("--mode", type=click.Choice(["square", "warp"]), default="square", show_default=True)
+@click.option("--background", is_flag=True, default=None, help="data.background: detector boxes with IoU < "
+              "data.iou_background become a background class.")
+@click.option("--min-size", type=float, default=None, help="data.min_size: skip boxes with a shorter side.")
+@click.option("--score-threshold", type=float, default=None, help="data.score_threshold: drop detector boxes "
+              "scoring below this.")
+@click.option("--top-k", type=int, default=None, help="data.top_k: keep at most K detector boxes per image.")
+@click.option("--jitter", type=int, default=None, help="data.jitter: add N jittered copies of every ground-truth "
+              "box.")
+@click.option("--mode", type=click.Choice(["square", "warp"]), default=None, help="crop.mode.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Any other data.* or crop.* key, as train's --set (data.iou_positive=0.6, crop.margin=0.1); "
+                   "the flags above win over it.")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="Bad inputs stop the run, or are counted and reported in the summary.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Decoding threads per process (under torchrun each local rank also builds its own shards).")
-@click.option("--storage", type=click.Choice(["auto", "raw", "jpeg"]), default="auto", show_default=True,
-              help="raw uint8 crops (fast, large) or JPEG shards (~10x smaller); auto: raw up to 2 GiB.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="data.build_workers: decoding threads per process (under torchrun each local rank also builds "
+                   "its own shards).")
+@click.option("--storage", type=click.Choice(["auto", "raw", "jpeg"]), default=None,
+              help="data.crop_storage: raw uint8 crops (fast, large) or JPEG shards (~10x smaller); auto: raw up "
+                   "to 2 GiB.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, callback=writable_dir,
               help="Cache root, as train's data.cache_dir (default ~/.cache/lowres): the crops go to CACHE_DIR/crops, "
                    "where `lowres train` looks for them, and the synthetic set (no --data) is generated there.")
@@ -83,25 +92,32 @@ def info(width: float, min_depth: int, num_classes: int, as_json: bool) -> None:
                    "(`lowres train` does not look there).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal anyway).")
 def crops(data: str | None, split: str, size: int, detections: str | None, annotations: str | None,
-          images: str | None, background: bool, min_size: float, score_threshold: float | None, top_k: int | None,
-          jitter: int, mode: str, on_error: str, workers: int, storage: str, cache_dir: str | None,
-          out_dir: str | None, no_progress: bool) -> None:
-    """Cut the crops of one split into the on-disk cache (decoding each image once) and summarise them.
-    Under ``torchrun --nproc_per_node N -m lowres.cli crops ...`` the N processes share the work."""
+          images: str | None, background: bool | None, min_size: float | None, score_threshold: float | None,
+          top_k: int | None, jitter: int | None, mode: str | None, overrides: tuple[str, ...], on_error: str,
+          workers: int | None, storage: str | None, cache_dir: str | None, out_dir: str | None,
+          no_progress: bool) -> None:
+    """Cut the crops of one split into the on-disk cache (decoding each image once) and summarise them: the
+    cache `lowres train` reads for the same data.* and crop.* keys (the flags set those keys, checked as
+    train checks them). Under ``torchrun --nproc_per_node N -m lowres.cli crops ...`` the N processes share
+    the work."""
+    import dataclasses
     from pathlib import Path
 
     from detection_bridge import synthetic
-    from detection_bridge.boxes import CropGeometry
-    from detection_bridge.cache import BuildOptions, CacheSpec
-    from detection_bridge.coco import SplitOptions
+    from detection_bridge.cache import BuildOptions
     from detection_bridge.summary import build_crops, format_summary
 
     from ._console import progress_bar
-    from .config import Config
-    from .training.data import default_cache_root
+    from .config import Config, load_config
+    from .training.data import cache_spec, default_cache_root, split_options
 
-    cfg = Config()
-    cfg.data.cache_dir = cache_dir
+    boxes = "detections" if detections and not any(o.startswith("data.boxes=") for o in overrides) else None
+    flags = tuple(f"{key}={value}" for key, value in (
+        ("crop.size", size), ("data.boxes", boxes), ("data.background", "true" if background else None),
+        ("data.min_size", min_size), ("data.score_threshold", score_threshold), ("data.top_k", top_k),
+        ("data.jitter", jitter), ("crop.mode", mode), ("data.build_workers", workers),
+        ("data.crop_storage", storage), ("data.cache_dir", cache_dir)) if value is not None)
+    cfg = load_config(None, (*overrides, *flags))
     train_root = default_cache_root(cfg)
     out = Path(out_dir) if out_dir is not None else train_root / "crops"
     if data is None and annotations is None:
@@ -111,13 +127,11 @@ def crops(data: str | None, split: str, size: int, detections: str | None, annot
     try:
         with progress_bar(not no_progress and part[0] == 0, desc=f"crops {split} {size}px", unit="crop",
                           leave=False) as bar:
-            options = SplitOptions(boxes="detections" if detections else "gt", background=background,
-                                   min_size=min_size, score_threshold=score_threshold, top_k=top_k, jitter=jitter,
-                                   on_error=on_error)
-            spec = CacheSpec(size, CropGeometry(mode=mode), storage=storage)
-            summary = build_crops(data, split, spec, options, out=out, detections=detections,
-                                  annotations=annotations, images=images,
-                                  build=BuildOptions(workers=workers, progress=bar.update, part=part, sync=sync))
+            options = dataclasses.replace(split_options(cfg, train=True), on_error=on_error)
+            summary = build_crops(data, split, cache_spec(cfg), options, out=out,
+                                  detections=detections or cfg.data.detections_file, annotations=annotations,
+                                  images=images, build=BuildOptions(workers=cfg.data.build_workers,
+                                                                    progress=bar.update, part=part, sync=sync))
     finally:
         _leave_group(env)
     if part[0] == 0:

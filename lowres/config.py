@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from detection_bridge.coco import BoxSource, SplitOptions
+
 from .config_checks import (ARCHITECTURE, NON_NEGATIVE, POSITIVE, RUNTIME, UNIT, ConfigError, Range, check_ranges,
                             check_value, key)
 from .models.stems import StemSize
@@ -34,6 +36,7 @@ ADDED = "after 2026-11-22"  # the committed studies' run configs were written by
 UNIT_OPEN = Range(0, 1, low_open=True, text="in (0, 1]")
 PIXELS = Range(8, text="null or >= 8 pixels")
 AT_LEAST_ONE = Range(1, text=">= 1")
+RECORDS = SplitOptions()  # the bridge's record options, at their defaults
 
 
 @dataclass
@@ -58,26 +61,30 @@ class DataConfig:
     path: Optional[str] = key(None)  # COCO-layout or ImageNet-layout folder (detected); None = the synthetic set
     train_split: str = key("train")  # annotations/instances_{split}.json used for training
     val_split: str = key("val")  # split used for validation during training
-    boxes: Literal["gt", "detections", "both"] = key("gt")  # ground-truth boxes, a detector's (IoU-labelled), or both
+    # Which records (boxes) a split gives: the bridge's options (detection_bridge.coco.SplitOptions, whose names
+    # and defaults these are); the config adds each key's check. Applied by lowres.training.data.split_options.
+    boxes: BoxSource = key(RECORDS.boxes)  # ground-truth boxes, a detector's (IoU-labelled), or both
     # COCO results JSON; "{split}" in it is replaced by the split's name, a relative path not found here is looked
     # up in the data folder; None = the one DIR/detections/*_{split}.json (coco-mini has three: name one)
     detections_file: Optional[str] = key(None)
-    background: bool = key(False)  # extra background class for detector boxes with IoU < 0.3 (R-CNN)
-    min_size: float = key(1.0, check=NON_NEGATIVE)  # boxes with a side shorter than this (pixels) are skipped
+    background: bool = key(RECORDS.background)  # extra background class for detector boxes with IoU < 0.3 (R-CNN)
+    # boxes with a side shorter than this (pixels) are skipped
+    min_size: float = key(RECORDS.min_size, check=NON_NEGATIVE)
     # a detector box with IoU >= this with an object takes its class (R-CNN's 0.5)
-    iou_positive: float = key(0.5, check=UNIT, added=ADDED)
+    iou_positive: float = key(RECORDS.iou_positive, check=UNIT, added=ADDED)
     # ... with IoU < this with every object: background (R-CNN's 0.3); between: ignored
-    iou_background: float = key(0.3, check=UNIT, added=ADDED)
+    iou_background: float = key(RECORDS.iou_background, check=UNIT, added=ADDED)
     # drop detector boxes scoring below this before matching; None = keep all
-    score_threshold: Optional[float] = key(None, added=ADDED)
+    score_threshold: Optional[float] = key(RECORDS.score_threshold, added=ADDED)
     # keep at most this many detector boxes per image, highest score first; None = all
-    top_k: Optional[int] = key(None, check=POSITIVE, added=ADDED)
+    top_k: Optional[int] = key(RECORDS.top_k, check=POSITIVE, added=ADDED)
     # training only: add this many jittered copies of every ground-truth box (R-CNN-style)
-    jitter: int = key(0, check=NON_NEGATIVE, added=ADDED)
-    jitter_iou: float = key(0.7, check=UNIT_OPEN, added=ADDED)  # each copy overlaps its box with at least this IoU
+    jitter: int = key(RECORDS.jitter, check=NON_NEGATIVE, added=ADDED)
+    # each copy overlaps its box with at least this IoU
+    jitter_iou: float = key(RECORDS.jitter_iou, check=UNIT_OPEN, added=ADDED)
     # training only: this many extra copies of every background detector box (the detector's false positives, DCR's
     # hard negatives), each augmented on its own
-    background_copies: int = key(0, check=NON_NEGATIVE, added=ADDED)
+    background_copies: int = key(RECORDS.background_copies, check=NON_NEGATIVE, added=ADDED)
     cache: bool = key(True)  # cut crops once into the on-disk crop cache instead of decoding JPEGs each epoch
     cache_dir: Optional[str] = key(None, kind=RUNTIME)  # crop cache and synthetic set location; None = ~/.cache/lowres
     # cache crops as uint8 arrays or JPEG shards (auto: raw up to 2 GiB)

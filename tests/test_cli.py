@@ -67,6 +67,28 @@ def test_crops_selection_options_reach_the_bridge(tmp_path) -> None:
     assert b["per_source"]["jitter"] > 0 and "detection_beyond_top_k" not in a["filtered"]
 
 
+def test_crops_flags_are_config_keys_checked_as_train_checks_them(tmp_path) -> None:
+    """The crops flags set data.*/crop.* keys: the same range checks as train's (a negative --min-size was
+    accepted before), any other key through --set, and the cache built is the one train opens."""
+    from detection_bridge.cache import open_cache
+    from detection_bridge.coco import load_split
+
+    from lowres.config import Config
+    from lowres.training.data import cache_spec, split_options
+
+    root = tmp_path / "c"
+    bad = CliRunner().invoke(main, ["crops", "--split", "val", "--cache-dir", str(root), "--min-size", "-3"])
+    assert bad.exit_code == 2 and "'data.min_size' must be >= 0" in bad.output
+    result = CliRunner().invoke(main, ["crops", "--split", "val", "--cache-dir", str(root),
+                                       "--set", "data.iou_positive=0.6", "--set", "crop.margin=0.25"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(next((root / "crops").glob("summary_val_79px.json")).read_text())
+    assert summary["params"]["iou_positive"] == 0.6 and summary["cache"]["margin"] == 0.25
+    cfg = Config.from_dict({"data": {"cache_dir": str(root), "iou_positive": 0.6}, "crop": {"margin": 0.25}})
+    crop_set = load_split(root / "synthetic-seed0", "val", split_options(cfg, train=False))
+    assert open_cache(root / "crops", crop_set.records, cache_spec(cfg, crop_set)) is not None  # train's cache
+
+
 def test_crops_bad_annotations_is_a_clear_error(tmp_path) -> None:
     bad = tmp_path / "instances.json"
     bad.write_text("{not json")

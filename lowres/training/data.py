@@ -7,6 +7,7 @@ tensor whichever worker loads it and whether or not the run was interrupted befo
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from detection_bridge.layout import check_data_dir
 from detection_bridge.transforms import train_transform
 
 from .._console import ONCE
-from ..config import Config
+from ..config import Config, DataConfig
 from ..errors import InputError
 from ..runtime import crop_size, geometry_from_config, input_size
 from .distributed import DistEnv, barrier, node_part, node_sync
@@ -78,13 +79,25 @@ def _subset(records: list, limit: int | None, seed: int) -> list:
     return [records[i] for i in keep]
 
 
+# The data.* keys that are the bridge's record options, by name (lowres.config.DataConfig takes them from there).
+RECORD_KEYS = tuple(f.name for f in dataclasses.fields(SplitOptions)
+                    if f.name in {g.name for g in dataclasses.fields(DataConfig)})
+
+
 def split_options(cfg: Config, *, train: bool) -> SplitOptions:
-    """The bridge's record options from ``data.*``; jittered copies of boxes are training data only."""
+    """The bridge's record options from ``data.*``; copies of boxes (jittered ones, extra background ones) are
+    training data only."""
     d = cfg.data
-    return SplitOptions(boxes=d.boxes, background=d.background, min_size=d.min_size, iou_positive=d.iou_positive,
-                        iou_background=d.iou_background, score_threshold=d.score_threshold, top_k=d.top_k,
-                        jitter=d.jitter if train else 0, jitter_iou=d.jitter_iou, seed=cfg.train.seed,
-                        background_copies=d.background_copies if train else 0)
+    options = SplitOptions(**{name: getattr(d, name) for name in RECORD_KEYS}, seed=cfg.train.seed)
+    return options if train else dataclasses.replace(options, jitter=0, background_copies=0)
+
+
+def cache_spec(cfg: Config, crop_set: Any = None) -> CacheSpec:
+    """The crop cache a run of ``cfg`` reads (size, geometry, margin, storage; with ``crop_set``, what its
+    records came from): ``lowres crops`` builds the same one."""
+    inputs = crop_set.cache_inputs() if crop_set is not None else {}
+    return CacheSpec(crop_size(cfg), geometry_from_config(cfg), margin=cfg.crop.margin,
+                     storage=cfg.data.crop_storage, **inputs)
 
 
 def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env: DistEnv,
@@ -109,7 +122,7 @@ def load_split_data(data_dir: Path, split: str, cfg: Config, *, train: bool, env
                          f"({crop_set.category_map.num_classes} vs {category_map.num_classes} classes)")
     records = _subset(crop_set.records, d.max_train if train else d.max_val, cfg.train.seed)
     geometry = geometry_from_config(cfg)
-    cache = _build_cache(crop_set, records, crop_size(cfg), geometry, cfg, env) if d.cache else None
+    cache = _build_cache(crop_set, records, cfg, env) if d.cache else None
     dataset = _dataset(records, cache, geometry, cfg, train=train)
     summary = crop_set.summary()
     summary.pop("category_map", None)
@@ -173,15 +186,15 @@ def color_jitter(cfg: Config, *, random_order: bool = True) -> Any:
 
 
 
-def _build_cache(crop_set: Any, records: list, size: int, geometry: Any, cfg: Config, env: DistEnv) -> Any:
+def _build_cache(crop_set: Any, records: list, cfg: Config, env: DistEnv) -> Any:
     """Build (or reuse) the crop cache, decoding each image once. Under torchrun every process of a node
     builds its share of the shards, in step through a gloo group with a long timeout (``node_sync``)."""
     root = default_cache_root(cfg) / "crops"
-    spec = CacheSpec(size, geometry, margin=cfg.crop.margin, storage=cfg.data.crop_storage, **crop_set.cache_inputs())
+    spec = cache_spec(cfg, crop_set)
     cache = open_cache(root, records, spec)
     if cache is None or env.distributed:  # every rank takes part in a build (a reuse costs one sync)
         if cache is None:
-            logger.info(f"building the {size} px crop cache for {len(records)} crops under {root} (once)")
+            logger.info(f"building the {spec.size} px crop cache for {len(records)} crops under {root} (once)")
         build = BuildOptions(workers=cfg.data.build_workers, part=node_part(env), sync=node_sync(env))
         cache = build_cache(records, root, spec, build, category_map=crop_set.category_map)
     return cache
