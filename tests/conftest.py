@@ -35,7 +35,7 @@ def console():
             logger.removeHandler(handler)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def coco_mini() -> Path:
     """The real COCO slice beside the repository; tests that need it skip, saying why, where it is absent."""
     if not (COCO_MINI / "annotations" / "instances_val.json").is_file():

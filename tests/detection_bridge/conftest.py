@@ -1,5 +1,5 @@
-"""Shared fixtures for detection_bridge tests: the real coco-mini data, a small synthetic dataset,
-and a tiny hand-made COCO dataset that tests corrupt on purpose."""
+"""Fixtures for detection_bridge tests: a small synthetic dataset and a tiny hand-made COCO dataset that tests
+corrupt on purpose (the real coco-mini data is tests/conftest.py's ``coco_mini``)."""
 from __future__ import annotations
 
 import copy
@@ -12,17 +12,6 @@ import pytest
 from PIL import Image
 
 from detection_bridge import synthetic
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-COCO_MINI = REPO_ROOT / ".." / "shared" / "data" / "coco-mini"
-
-
-@pytest.fixture(scope="session")
-def coco_mini() -> Path:
-    """The real coco-mini folder (``../shared/data/coco-mini`` from the repo root), or skip."""
-    if not (COCO_MINI / "annotations" / "instances_val.json").is_file():
-        pytest.skip(f"coco-mini not found at {COCO_MINI.resolve()} (shared data folder absent)")
-    return COCO_MINI.resolve()
 
 
 @pytest.fixture(scope="session")
