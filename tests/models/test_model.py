@@ -8,7 +8,7 @@ import torchvision
 
 from lowres import STEMS, build_model
 from lowres.models import min_input_size
-from lowres.models.profile import count_parameters, forward_flops, measured_grids
+from lowres.models.profile import count_parameters, forward_flops, measured_grids, stem_table
 
 SMALL = dict(width=0.125, min_depth=8)  # tiny but the full topology: tests stay fast
 # DESIGN.md section 3: side of the grid entering Mixed_5b, after Mixed_6e and after Mixed_7c.
@@ -57,11 +57,24 @@ def test_state_dicts_identical_across_stems() -> None:
 
 
 def test_constant_cost_at_full_width() -> None:
-    """Paper section 9: "All three networks have almost identical computational cost"."""
-    flops = {stem: forward_flops(build_model(stem), stem) for stem in STEMS}
-    assert flops[299] == pytest.approx(11.43e9, rel=0.005)  # DESIGN.md section 3
+    """Paper section 9: "All three networks have almost identical computational cost" (lowres info's table,
+    measured on the meta device)."""
+    rows = {r["stem"]: r for r in stem_table()}
+    assert rows[299]["gflops"] == pytest.approx(11.43, rel=0.005)  # DESIGN.md section 3
     for stem in (151, 79):
-        assert abs(flops[stem] / flops[299] - 1) < 0.07, (stem, flops)
+        assert abs(rows[stem]["flops_vs_299"] - 1) < 0.07, (stem, rows[stem])
+    assert {r["params"] for r in rows.values()} == {27_163_264}
+
+
+@pytest.mark.parametrize("stem", sorted(STEMS))
+def test_meta_device_profile_equals_a_real_forward(stem: int) -> None:
+    """FLOPs, grids and parameters need shapes only: the meta-device model gives a real model's numbers."""
+    real = build_model(stem, **SMALL)
+    with torch.device("meta"):
+        meta = build_model(stem, **SMALL)
+    assert forward_flops(meta, stem) == forward_flops(real, stem)
+    assert measured_grids(meta, stem) == measured_grids(real, stem)
+    assert count_parameters(meta) == count_parameters(real)
 
 
 def _torchvision_inception(num_classes: int = 1000) -> torch.nn.Module:
