@@ -35,8 +35,10 @@ def _fresh_model(cfg: Config, num_classes: int) -> nn.Module:
 
 
 def profile_variant(cfg: Config, num_classes: int, input_size: int) -> dict[str, Any]:
-    """``params`` and forward ``gflops`` (one image, a multiply-add counts 2) at ``input_size``."""
-    model = _fresh_model(cfg, num_classes)
+    """``params`` and forward ``gflops`` (one image, a multiply-add counts 2) at ``input_size``, counted on the
+    meta device (shapes only)."""
+    with torch.device("meta"):
+        model = _fresh_model(cfg, num_classes)
     return {"params": count_parameters(model), "gflops": forward_flops(model, input_size) / 1e9}
 
 
