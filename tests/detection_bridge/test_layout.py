@@ -33,15 +33,15 @@ def test_describe_lists_layouts_and_splits(tmp_path):
 
 def test_wrong_folder_layout_and_split_messages(tmp_path):
     (tmp_path / "stuff" / "photos").mkdir(parents=True)
-    with pytest.raises(MalformedFileError, match="neither a COCO layout .* nor an ImageNet layout .*found inside: "
-                                                 "photos/"):
+    with pytest.raises(MalformedFileError) as err:
         check_data_dir(tmp_path / "stuff")
-    with pytest.raises(MalformedFileError, match=r"no split 'test' \(no annotations/instances_test.json\); COCO "
-                                                 "layout, splits found: train, val"):
+    assert err.value.reason == "unknown_layout" and "photos/" in err.value.detail  # what is there instead
+    with pytest.raises(MalformedFileError) as err:
         check_data_dir(_coco(tmp_path / "c"), "test")
-    with pytest.raises(MalformedFileError, match="is in the ImageNet layout, splits found: train, val; this command "
-                                                 "reads a COCO layout"):
+    assert err.value.reason == "missing_split" and "train, val" in err.value.detail  # the splits that are there
+    with pytest.raises(MalformedFileError) as err:
         check_data_dir(_image_folder(tmp_path / "i"), "val", layouts=("coco",))
+    assert err.value.reason == "unsupported_layout" and "train, val" in err.value.detail
     assert check_data_dir(tmp_path / "c", "val") == tmp_path / "c"
 
 

@@ -49,8 +49,9 @@ def test_each_bad_entry_is_named_or_counted(tmp_path, reason):
 def test_a_file_that_is_not_a_list_is_never_skipped(tmp_path, content):
     path = tmp_path / "dets.json"
     path.write_text(content)
-    with pytest.raises(MalformedFileError, match="dets.json"):
+    with pytest.raises(MalformedFileError) as err:
         read_results(path, ErrorPolicy("skip"))
+    assert err.value.file == str(path) and err.value.reason == "malformed_json"
 
 
 def test_images_in_folder_are_found_by_integer_id(tmp_path):
@@ -59,5 +60,6 @@ def test_images_in_folder_are_found_by_integer_id(tmp_path):
     index = images_in_folder(tmp_path)
     assert sorted(index) == [7, 139] and index[139].path == str(tmp_path / "000000000139.jpg")
     assert index[7].size is None
-    with pytest.raises(MalformedFileError, match="image folder not found"):
+    with pytest.raises(MalformedFileError) as err:
         images_in_folder(tmp_path / "missing")
+    assert err.value.reason == "missing_file" and err.value.file == str(tmp_path / "missing")
